@@ -1,0 +1,110 @@
+// Backend: the kernels one device provides.
+//
+// backend_for(device) is the one place that decides which implementation runs an op: the op layer
+// (engine/ops/) checks shapes, allocates outputs and then calls backend_for(x.device()).<kernel>.
+// Kernels never check user input: they receive tensors the op layer has already validated, with
+// every input contiguous unless the comment says otherwise, and outputs freshly allocated.
+//
+// Implementations: kernels/cpu/cpu_backend.cpp (f32 and f64) and kernels/cuda/cuda_backend.cpp (f32).
+#pragma once
+
+#include <cstddef>
+
+#include "engine/allocator.h"
+#include "engine/device.h"
+#include "engine/tensor.h"
+
+namespace tg {
+
+enum class UnaryOp {
+  neg, exp, log, abs, sqrt, square, sign,
+  relu, gelu,   // gelu: exact, x * Phi(x) with Phi the normal CDF (erf form)
+  gelu_grad2,   // d2 gelu / dx2 = phi(x) * (2 - x^2), phi the normal density
+  affine,       // alpha * x + beta
+};
+const char* unary_op_name(UnaryOp op);
+
+enum class BinaryOp { add, sub, mul, div };
+const char* binary_op_name(BinaryOp op);
+
+enum class ReduceOp { sum, sum_squares };
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+  virtual Allocator& allocator() = 0;
+  virtual void synchronize() = 0;
+
+  // ---- memory ----
+  virtual void copy_from_host(void* dst, const void* src, std::size_t nbytes) = 0;
+  virtual void copy_to_host(void* dst, const void* src, std::size_t nbytes) = 0;
+  virtual void fill_bytes(void* dst, unsigned char byte, std::size_t nbytes) = 0;
+  virtual void fill(const Tensor& out, double value) = 0;  // out: any strides
+  // dst = src elementwise; same shape and device, both may be arbitrary strided views.
+  virtual void copy(const Tensor& src, const Tensor& dst) = 0;
+  // dst = src converted between dtypes (same shape, contiguous).
+  virtual void convert(const Tensor& src, const Tensor& dst) = 0;
+
+  // ---- dense algebra ----
+  // out = alpha * op(a) @ op(b) + beta * out. a: [M,K] ([K,M] when trans_a), b: [K,N] ([N,K] when
+  // trans_b), out: [M,N]; or all three with one leading batch dimension of equal size.
+  virtual void gemm(const Tensor& a, const Tensor& b, const Tensor& out, bool trans_a, bool trans_b,
+                    double alpha, double beta) = 0;
+
+  // ---- elementwise ----
+  virtual void unary(UnaryOp op, const Tensor& x, const Tensor& out, double alpha, double beta) = 0;
+  // dx = dy * act'(x) for act in {relu, gelu}; relu'(0) = 0; gelu'(x) = Phi(x) + x * phi(x).
+  virtual void activation_backward(UnaryOp act, const Tensor& x, const Tensor& dy, const Tensor& dx) = 0;
+  // out = a (op) b. a and b have out's shape but may be broadcast views (stride 0) or strided.
+  virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+
+  // ---- reductions ----
+  // x viewed as [outer, reduce, inner] -> out [outer, inner]; summed in a fixed order.
+  virtual void reduce_dim(ReduceOp op, const Tensor& x, const Tensor& out, std::int64_t outer,
+                          std::int64_t reduce, std::int64_t inner) = 0;
+  // every element of x -> out (one element).
+  virtual void reduce_all(ReduceOp op, const Tensor& x, const Tensor& out) = 0;
+  // x: [rows, n] -> out i32 [rows], index of the first maximum.
+  virtual void argmax_lastdim(const Tensor& x, const Tensor& out) = 0;
+
+  // ---- fused model kernels ----
+  // x, y: [rows, n]. y = softmax over each row.
+  virtual void softmax_forward(const Tensor& x, const Tensor& y) = 0;
+  // dx = y * (dy - sum_j(dy * y)) per row.
+  virtual void softmax_backward(const Tensor& y, const Tensor& dy, const Tensor& dx) = 0;
+
+  // x, y: [rows, C]; gamma, beta: [C]; mean, rstd: [rows] (saved for backward).
+  virtual void layernorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps,
+                                 const Tensor& y, const Tensor& mean, const Tensor& rstd) = 0;
+  // dx: [rows, C]; dgamma, dbeta: [C] (overwritten, not accumulated).
+  virtual void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma,
+                                  const Tensor& mean, const Tensor& rstd, const Tensor& dx,
+                                  const Tensor& dgamma, const Tensor& dbeta) = 0;
+
+  // qkv: [B, T, 3C] (q | k | v along the last dim, each C = H * D split into heads);
+  // y: [B, T, C]; probs: [B, H, T, T] causal softmax(q k^T / sqrt(D)), saved for backward.
+  virtual void attention_forward(const Tensor& qkv, std::int64_t n_heads, const Tensor& y,
+                                 const Tensor& probs) = 0;
+  // dqkv: [B, T, 3C] (overwritten).
+  virtual void attention_backward(const Tensor& dy, const Tensor& qkv, const Tensor& probs,
+                                  std::int64_t n_heads, const Tensor& dqkv) = 0;
+
+  // ids: i32 [N]; weight: [V, C]; out: [N, C]. Ids are range-checked by the op layer.
+  virtual void embedding_forward(const Tensor& ids, const Tensor& weight, const Tensor& out) = 0;
+  // dweight: [V, C] (overwritten) = sum over n with ids[n] == v of dout[n], in order of n.
+  virtual void embedding_backward(const Tensor& ids, const Tensor& dout, const Tensor& dweight) = 0;
+
+  // logits: [N, V]; targets: i32 [N]; losses, lse: [N]. losses[n] = lse[n] - logits[n, targets[n]].
+  virtual void cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& losses,
+                                     const Tensor& lse) = 0;
+  // dlogits[n, j] = (softmax(logits[n])_j - [j == targets[n]]) * dloss * scale, dloss one element.
+  virtual void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                                      const Tensor& dloss, double scale, const Tensor& dlogits) = 0;
+};
+
+// The backend that runs ops on `device`. Throws tg::Error when the device is CUDA and this build has
+// no CUDA backend or no GPU is present.
+Backend& backend_for(Device device);
+
+}  // namespace tg

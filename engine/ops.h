@@ -1,0 +1,88 @@
+// The differentiable ops. Each one validates its inputs (an error names the op and the shapes),
+// runs the kernel of the inputs' device (engine/backend.h) and records itself on the tape
+// (engine/tape.h) with a backward rule written in these same ops.
+//
+// Broadcasting follows NumPy: shapes are aligned at the last dimension and size-1 dimensions stretch.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/tape.h"
+#include "engine/tensor.h"
+
+namespace tg {
+
+// ---- matrix products (engine/ops/matmul.cpp) ----
+// a: [..., M, K] (or [..., K, M] with transpose_a), b: [K, N] or [..., K, N] (or transposed), batch
+// dimensions equal. A 2-D b is shared by every batch entry (a linear layer on [B, T, C]).
+Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a = false, bool transpose_b = false);
+// x: [..., in], weight: [out, in], bias: [out] or undefined -> [..., out]  (y = x W^T + b)
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+// ---- elementwise (engine/ops/elementwise.cpp) ----
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor abs(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor square(const Tensor& x);
+Tensor sign(const Tensor& x);                               // not differentiable (zero gradient)
+Tensor scale(const Tensor& x, double alpha);                // alpha * x
+Tensor add_scalar(const Tensor& x, double beta);            // x + beta
+Tensor affine(const Tensor& x, double alpha, double beta);  // alpha * x + beta
+// In place, never recorded (gradient accumulation, optimizers): a += b, same shape.
+void add_(const Tensor& a, const Tensor& b);
+
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+inline Tensor operator-(const Tensor& x) { return neg(x); }
+inline Tensor operator*(const Tensor& x, double s) { return scale(x, s); }
+inline Tensor operator*(double s, const Tensor& x) { return scale(x, s); }
+
+// ---- activations (engine/ops/activations.cpp) ----
+Tensor relu(const Tensor& x);
+Tensor gelu(const Tensor& x);  // exact: x * Phi(x)
+// Fused derivative kernels, ops in their own right so that second order can pass through them.
+Tensor relu_backward(const Tensor& x, const Tensor& dy);  // dy * [x > 0]
+Tensor gelu_backward(const Tensor& x, const Tensor& dy);  // dy * gelu'(x)
+
+// ---- reductions (engine/ops/reductions.cpp) ----
+Tensor sum(const Tensor& x);                                          // all elements -> shape []
+Tensor sum(const Tensor& x, std::int64_t dim, bool keepdim = false);
+Tensor mean(const Tensor& x);
+Tensor mean(const Tensor& x, std::int64_t dim, bool keepdim = false);
+Tensor l2_norm(const Tensor& x);                                      // sqrt(sum x^2) -> shape []
+Tensor sum_to(const Tensor& x, const Shape& shape);  // sums broadcast dimensions away (broadcast backward)
+Tensor expand(const Tensor& x, const Shape& shape);  // broadcast x to shape (a view)
+Tensor argmax(const Tensor& x);                      // over the last dim -> i32, not differentiable
+
+// ---- softmax and loss (engine/ops/softmax.cpp, engine/ops/cross_entropy.cpp) ----
+Tensor softmax(const Tensor& x);  // over the last dimension
+Tensor softmax_backward(const Tensor& y, const Tensor& dy);
+// logits: [N, V], targets: i32 [N] -> mean over n of -log softmax(logits[n])[targets[n]], shape [].
+// One fused log-softmax + cross-entropy kernel; values out of [0, V) are an error.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets);
+
+// ---- model layers (engine/ops/layernorm.cpp, attention.cpp, embedding.cpp) ----
+// x: [..., C], gamma, beta: [C] -> [..., C]
+Tensor layernorm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps = 1e-5);
+// qkv: [B, T, 3C] -> [B, T, C]: causal multi-head attention, heads of size C / n_heads, scale 1/sqrt(D).
+Tensor causal_self_attention(const Tensor& qkv, std::int64_t n_heads);
+// ids: i32 [...], weight: [V, C] -> [..., C]
+Tensor embedding(const Tensor& ids, const Tensor& weight);
+
+// ---- views and copies (engine/ops/views.cpp) ----
+Tensor reshape(const Tensor& x, const Shape& shape);  // one entry may be -1
+Tensor transpose(const Tensor& x, std::int64_t dim0, std::int64_t dim1);  // a strided view
+Tensor slice(const Tensor& x, std::int64_t dim, std::int64_t start, std::int64_t length);  // a view
+Tensor concat(const TensorList& xs, std::int64_t dim);
+Tensor contiguous(const Tensor& x);  // differentiable Tensor::contiguous
+
+}  // namespace tg

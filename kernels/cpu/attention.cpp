@@ -1,0 +1,93 @@
+// Causal multi-head self-attention on packed qkv [B, T, 3C]: head h of q is qkv[b, t, h*D : (h+1)*D],
+// of k the same at offset C, of v at offset 2C. Scores are scaled by 1/sqrt(D).
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/kernels.h"
+
+namespace tg::cpu {
+
+template <class T>
+void attention_forward(const T* qkv, T* y, T* probs, std::int64_t b, std::int64_t t, std::int64_t c, std::int64_t h) {
+  const std::int64_t d = c / h;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  for (std::int64_t bi = 0; bi < b; ++bi) {
+    for (std::int64_t hi = 0; hi < h; ++hi) {
+      for (std::int64_t i = 0; i < t; ++i) {
+        const T* q = qkv + (bi * t + i) * 3 * c + hi * d;
+        T* p = probs + ((bi * h + hi) * t + i) * t;
+        double max = -INFINITY;
+        for (std::int64_t j = 0; j <= i; ++j) {
+          const T* k = qkv + (bi * t + j) * 3 * c + c + hi * d;
+          double dot = 0.0;
+          for (std::int64_t e = 0; e < d; ++e) dot += double(q[e]) * double(k[e]);
+          p[j] = static_cast<T>(dot * scale);
+          max = p[j] > max ? p[j] : max;
+        }
+        double total = 0.0;
+        for (std::int64_t j = 0; j <= i; ++j) {
+          p[j] = static_cast<T>(std::exp(p[j] - max));
+          total += p[j];
+        }
+        for (std::int64_t j = 0; j <= i; ++j) p[j] = static_cast<T>(p[j] / total);
+        for (std::int64_t j = i + 1; j < t; ++j) p[j] = T(0);  // masked (future) positions
+        T* out = y + (bi * t + i) * c + hi * d;
+        for (std::int64_t e = 0; e < d; ++e) {
+          double acc = 0.0;
+          for (std::int64_t j = 0; j <= i; ++j) acc += double(p[j]) * double(qkv[(bi * t + j) * 3 * c + 2 * c + hi * d + e]);
+          out[e] = static_cast<T>(acc);
+        }
+      }
+    }
+  }
+}
+
+// With P the probabilities, dP = dY V^T, dS = P * (dP - rowsum(P * dP)):
+//   dV = P^T dY,  dQ = scale * dS K,  dK = scale * dS^T Q.
+template <class T>
+void attention_backward(const T* dy, const T* qkv, const T* probs, T* dqkv, std::int64_t b, std::int64_t t,
+                        std::int64_t c, std::int64_t h) {
+  const std::int64_t d = c / h;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  for (std::int64_t n = 0; n < b * t * 3 * c; ++n) dqkv[n] = T(0);
+  std::vector<double> ds(static_cast<std::size_t>(t));
+  for (std::int64_t bi = 0; bi < b; ++bi) {
+    for (std::int64_t hi = 0; hi < h; ++hi) {
+      for (std::int64_t i = 0; i < t; ++i) {
+        const T* p = probs + ((bi * h + hi) * t + i) * t;
+        const T* dyi = dy + (bi * t + i) * c + hi * d;
+        double row = 0.0;
+        for (std::int64_t j = 0; j <= i; ++j) {
+          const T* v = qkv + (bi * t + j) * 3 * c + 2 * c + hi * d;
+          double dp = 0.0;
+          for (std::int64_t e = 0; e < d; ++e) dp += double(dyi[e]) * double(v[e]);
+          ds[static_cast<std::size_t>(j)] = dp;
+          row += double(p[j]) * dp;
+        }
+        const T* q = qkv + (bi * t + i) * 3 * c + hi * d;
+        T* dq = dqkv + (bi * t + i) * 3 * c + hi * d;
+        for (std::int64_t j = 0; j <= i; ++j) {
+          const double dsij = double(p[j]) * (ds[static_cast<std::size_t>(j)] - row) * scale;
+          const T* k = qkv + (bi * t + j) * 3 * c + c + hi * d;
+          T* dk = dqkv + (bi * t + j) * 3 * c + c + hi * d;
+          T* dv = dqkv + (bi * t + j) * 3 * c + 2 * c + hi * d;
+          for (std::int64_t e = 0; e < d; ++e) {
+            dq[e] += static_cast<T>(dsij * double(k[e]));
+            dk[e] += static_cast<T>(dsij * double(q[e]));
+            dv[e] += static_cast<T>(double(p[j]) * double(dyi[e]));
+          }
+        }
+      }
+    }
+  }
+}
+
+#define TG_INSTANTIATE(T)                                                                                          \
+  template void attention_forward<T>(const T*, T*, T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t);   \
+  template void attention_backward<T>(const T*, const T*, const T*, T*, std::int64_t, std::int64_t, std::int64_t, \
+                                      std::int64_t);
+TG_INSTANTIATE(float)
+TG_INSTANTIATE(double)
+#undef TG_INSTANTIATE
+
+}  // namespace tg::cpu

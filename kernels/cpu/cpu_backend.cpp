@@ -1,0 +1,220 @@
+#include "kernels/cpu/cpu_backend.h"
+
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "engine/error.h"
+#include "kernels/cpu/kernels.h"
+
+namespace tg::cpu {
+
+namespace {
+
+void* raw_alloc(std::size_t nbytes) { return std::aligned_alloc(256, nbytes); }  // nbytes: a multiple of 512
+void raw_free(void* p) { std::free(p); }
+
+// Calls f(T{}) with T the C++ type of a floating dtype.
+template <class F>
+void dispatch_floating(DType dtype, const char* kernel, F&& f) {
+  switch (dtype) {
+    case DType::f32: f(float{}); return;
+    case DType::f64: f(double{}); return;
+    case DType::i32: break;
+  }
+  throw Error(fmt::format("cpu kernel {}: unsupported dtype {}", kernel, dtype_name(dtype)));
+}
+
+template <class T> T* ptr(const Tensor& t) { return static_cast<T*>(t.raw_data()); }
+
+class CpuBackend final : public Backend {
+ public:
+  const char* name() const override { return "cpu"; }
+  Allocator& allocator() override { return allocator_; }
+  void synchronize() override {}
+
+  void copy_from_host(void* dst, const void* src, std::size_t nbytes) override { std::memcpy(dst, src, nbytes); }
+  void copy_to_host(void* dst, const void* src, std::size_t nbytes) override { std::memcpy(dst, src, nbytes); }
+  void fill_bytes(void* dst, unsigned char byte, std::size_t nbytes) override { std::memset(dst, byte, nbytes); }
+
+  void fill(const Tensor& out, double value) override {
+    const StridedView v = strided_view(out);
+    if (out.dtype() == DType::i32) return cpu::fill(ptr<std::int32_t>(out), v, static_cast<std::int32_t>(value));
+    dispatch_floating(out.dtype(), "fill", [&](auto t) {
+      using T = decltype(t);
+      cpu::fill(ptr<T>(out), v, static_cast<T>(value));
+    });
+  }
+
+  void copy(const Tensor& src, const Tensor& dst) override {
+    const StridedView sv = strided_view(src), dv = strided_view(dst);
+    if (src.dtype() == DType::i32) return cpu::copy(ptr<std::int32_t>(src), sv, ptr<std::int32_t>(dst), dv);
+    dispatch_floating(src.dtype(), "copy", [&](auto t) {
+      using T = decltype(t);
+      cpu::copy(ptr<T>(src), sv, ptr<T>(dst), dv);
+    });
+  }
+
+  void convert(const Tensor& src, const Tensor& dst) override {
+    if (src.dtype() == DType::f32 && dst.dtype() == DType::f64) {
+      cpu::convert(ptr<float>(src), ptr<double>(dst), src.numel());
+    } else if (src.dtype() == DType::f64 && dst.dtype() == DType::f32) {
+      cpu::convert(ptr<double>(src), ptr<float>(dst), src.numel());
+    } else {
+      throw Error(fmt::format("convert: {} to {} is not supported", dtype_name(src.dtype()), dtype_name(dst.dtype())));
+    }
+  }
+
+  void gemm(const Tensor& a, const Tensor& b, const Tensor& out, bool ta, bool tb, double alpha,
+            double beta) override {
+    const std::int64_t r = a.dim();
+    const std::int64_t batch = r == 3 ? a.size(0) : 1;
+    const std::int64_t m = out.size(r - 2), n = out.size(r - 1);
+    const std::int64_t k = ta ? a.size(r - 2) : a.size(r - 1);
+    dispatch_floating(a.dtype(), "gemm", [&](auto t) {
+      using T = decltype(t);
+      cpu::gemm(ptr<T>(a), ptr<T>(b), ptr<T>(out), batch, m, n, k, ta, tb, static_cast<T>(alpha),
+                static_cast<T>(beta));
+    });
+  }
+
+  void unary(UnaryOp op, const Tensor& x, const Tensor& out, double alpha, double beta) override {
+    dispatch_floating(x.dtype(), unary_op_name(op), [&](auto t) {
+      using T = decltype(t);
+      cpu::unary(op, ptr<T>(x), ptr<T>(out), x.numel(), static_cast<T>(alpha), static_cast<T>(beta));
+    });
+  }
+
+  void activation_backward(UnaryOp act, const Tensor& x, const Tensor& dy, const Tensor& dx) override {
+    dispatch_floating(x.dtype(), "activation_backward", [&](auto t) {
+      using T = decltype(t);
+      cpu::activation_backward(act, ptr<T>(x), ptr<T>(dy), ptr<T>(dx), x.numel());
+    });
+  }
+
+  void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) override {
+    const StridedView av = strided_view(a), bv = strided_view(b);
+    dispatch_floating(out.dtype(), binary_op_name(op), [&](auto t) {
+      using T = decltype(t);
+      cpu::binary(op, ptr<T>(a), av, ptr<T>(b), bv, ptr<T>(out), out.numel());
+    });
+  }
+
+  void reduce_dim(ReduceOp op, const Tensor& x, const Tensor& out, std::int64_t outer, std::int64_t reduce,
+                  std::int64_t inner) override {
+    dispatch_floating(x.dtype(), "reduce_dim", [&](auto t) {
+      using T = decltype(t);
+      cpu::reduce_dim(op, ptr<T>(x), ptr<T>(out), outer, reduce, inner);
+    });
+  }
+
+  void reduce_all(ReduceOp op, const Tensor& x, const Tensor& out) override {
+    dispatch_floating(x.dtype(), "reduce_all", [&](auto t) {
+      using T = decltype(t);
+      cpu::reduce_all(op, ptr<T>(x), ptr<T>(out), x.numel());
+    });
+  }
+
+  void argmax_lastdim(const Tensor& x, const Tensor& out) override {
+    dispatch_floating(x.dtype(), "argmax", [&](auto t) {
+      using T = decltype(t);
+      cpu::argmax_lastdim(ptr<T>(x), ptr<std::int32_t>(out), x.size(0), x.size(1));
+    });
+  }
+
+  void softmax_forward(const Tensor& x, const Tensor& y) override {
+    dispatch_floating(x.dtype(), "softmax", [&](auto t) {
+      using T = decltype(t);
+      cpu::softmax_forward(ptr<T>(x), ptr<T>(y), x.size(0), x.size(1));
+    });
+  }
+
+  void softmax_backward(const Tensor& y, const Tensor& dy, const Tensor& dx) override {
+    dispatch_floating(y.dtype(), "softmax_backward", [&](auto t) {
+      using T = decltype(t);
+      cpu::softmax_backward(ptr<T>(y), ptr<T>(dy), ptr<T>(dx), y.size(0), y.size(1));
+    });
+  }
+
+  void layernorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, const Tensor& y,
+                         const Tensor& mean, const Tensor& rstd) override {
+    dispatch_floating(x.dtype(), "layernorm", [&](auto t) {
+      using T = decltype(t);
+      cpu::layernorm_forward(ptr<T>(x), ptr<T>(gamma), ptr<T>(beta), static_cast<T>(eps), ptr<T>(y), ptr<T>(mean),
+                             ptr<T>(rstd), x.size(0), x.size(1));
+    });
+  }
+
+  void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                          const Tensor& rstd, const Tensor& dx, const Tensor& dgamma, const Tensor& dbeta) override {
+    dispatch_floating(x.dtype(), "layernorm_backward", [&](auto t) {
+      using T = decltype(t);
+      cpu::layernorm_backward(ptr<T>(dy), ptr<T>(x), ptr<T>(gamma), ptr<T>(mean), ptr<T>(rstd), ptr<T>(dx),
+                              ptr<T>(dgamma), ptr<T>(dbeta), x.size(0), x.size(1));
+    });
+  }
+
+  void attention_forward(const Tensor& qkv, std::int64_t n_heads, const Tensor& y, const Tensor& probs) override {
+    dispatch_floating(qkv.dtype(), "attention", [&](auto t) {
+      using T = decltype(t);
+      cpu::attention_forward(ptr<T>(qkv), ptr<T>(y), ptr<T>(probs), qkv.size(0), qkv.size(1), qkv.size(2) / 3,
+                             n_heads);
+    });
+  }
+
+  void attention_backward(const Tensor& dy, const Tensor& qkv, const Tensor& probs, std::int64_t n_heads,
+                          const Tensor& dqkv) override {
+    dispatch_floating(qkv.dtype(), "attention_backward", [&](auto t) {
+      using T = decltype(t);
+      cpu::attention_backward(ptr<T>(dy), ptr<T>(qkv), ptr<T>(probs), ptr<T>(dqkv), qkv.size(0), qkv.size(1),
+                              qkv.size(2) / 3, n_heads);
+    });
+  }
+
+  void embedding_forward(const Tensor& ids, const Tensor& weight, const Tensor& out) override {
+    dispatch_floating(weight.dtype(), "embedding", [&](auto t) {
+      using T = decltype(t);
+      cpu::embedding_forward(ptr<std::int32_t>(ids), ptr<T>(weight), ptr<T>(out), ids.numel(), weight.size(1));
+    });
+  }
+
+  void embedding_backward(const Tensor& ids, const Tensor& dout, const Tensor& dweight) override {
+    dispatch_floating(dout.dtype(), "embedding_backward", [&](auto t) {
+      using T = decltype(t);
+      cpu::embedding_backward(ptr<std::int32_t>(ids), ptr<T>(dout), ptr<T>(dweight), ids.numel(), dweight.size(0),
+                              dweight.size(1));
+    });
+  }
+
+  void cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& losses,
+                             const Tensor& lse) override {
+    dispatch_floating(logits.dtype(), "cross_entropy", [&](auto t) {
+      using T = decltype(t);
+      cpu::cross_entropy_forward(ptr<T>(logits), ptr<std::int32_t>(targets), ptr<T>(losses), ptr<T>(lse),
+                                 logits.size(0), logits.size(1));
+    });
+  }
+
+  void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, const Tensor& dloss,
+                              double scale, const Tensor& dlogits) override {
+    dispatch_floating(logits.dtype(), "cross_entropy_backward", [&](auto t) {
+      using T = decltype(t);
+      const T factor = static_cast<T>(ptr<T>(dloss)[0] * scale);
+      cpu::cross_entropy_backward(ptr<T>(logits), ptr<std::int32_t>(targets), ptr<T>(lse), factor, ptr<T>(dlogits),
+                                  logits.size(0), logits.size(1));
+    });
+  }
+
+ private:
+  CachingAllocator allocator_{"cpu", raw_alloc, raw_free};
+};
+
+}  // namespace
+
+Backend& backend() {
+  static CpuBackend* instance = new CpuBackend();  // never destroyed: static tensors may outlive main()
+  return *instance;
+}
+
+}  // namespace tg::cpu

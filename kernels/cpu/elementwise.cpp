@@ -1,0 +1,199 @@
+// Elementwise CPU kernels: fill, strided copy, dtype conversion, unary math, activation derivatives
+// and broadcasting binary arithmetic.
+#include <cmath>
+#include <numbers>
+
+#include "kernels/cpu/kernels.h"
+
+namespace tg::cpu {
+
+StridedView strided_view(const Tensor& t) {
+  StridedView v;
+  // Drop size-1 dimensions (their stride is irrelevant) and merge dimensions that are contiguous
+  // with each other, so most views become one or two flat loops.
+  for (std::int64_t d = 0; d < t.dim(); ++d) {
+    const std::int64_t size = t.shape()[static_cast<std::size_t>(d)];
+    const std::int64_t stride = t.strides()[static_cast<std::size_t>(d)];
+    if (size == 1) continue;
+    if (v.rank > 0 && v.strides[v.rank - 1] == stride * size) {
+      v.shape[v.rank - 1] *= size;
+      v.strides[v.rank - 1] = stride;
+      continue;
+    }
+    v.shape[v.rank] = size;
+    v.strides[v.rank] = stride;
+    ++v.rank;
+  }
+  return v;
+}
+
+namespace {
+
+// Calls f(offset) for every element of a strided view, in row-major order.
+template <class F>
+void for_each_offset(const StridedView& v, F&& f) {
+  if (v.rank == 0) {
+    f(std::int64_t{0});
+    return;
+  }
+  std::int64_t index[kMaxDims] = {};
+  const int last = v.rank - 1;
+  const std::int64_t n_last = v.shape[last], s_last = v.strides[last];
+  std::int64_t base = 0;
+  while (true) {
+    for (std::int64_t i = 0; i < n_last; ++i) f(base + i * s_last);
+    int d = last - 1;
+    for (; d >= 0; --d) {
+      base += v.strides[d];
+      if (++index[d] < v.shape[d]) break;
+      base -= v.strides[d] * v.shape[d];
+      index[d] = 0;
+    }
+    if (d < 0) return;
+  }
+}
+
+
+// Advances the offset of a strided view by one element in row-major order.
+struct Cursor {
+  const StridedView& v;
+  std::int64_t index[kMaxDims] = {};
+  std::int64_t offset = 0;
+  explicit Cursor(const StridedView& view) : v(view) {}
+  void next() {
+    for (int d = v.rank - 1; d >= 0; --d) {
+      offset += v.strides[d];
+      if (++index[d] < v.shape[d]) return;
+      offset -= v.strides[d] * v.shape[d];
+      index[d] = 0;
+    }
+  }
+};
+
+template <class T>
+T phi(T x) {  // standard normal density
+  return static_cast<T>(std::exp(-0.5 * static_cast<double>(x) * static_cast<double>(x)) * 0.3989422804014327);
+}
+template <class T>
+T Phi(T x) {  // standard normal CDF
+  return static_cast<T>(0.5 * (1.0 + std::erf(static_cast<double>(x) * 0.7071067811865476)));
+}
+
+}  // namespace
+
+template <class T>
+void fill(T* out, const StridedView& view, T value) {
+  for_each_offset(view, [&](std::int64_t o) { out[o] = value; });
+}
+
+template <class T>
+void copy(const T* src, const StridedView& src_view, T* dst, const StridedView& dst_view) {
+  // Both views list the same elements in the same row-major order (merging dimensions keeps the
+  // order), so walk them side by side.
+  Cursor cs(src_view);
+  for_each_offset(dst_view, [&](std::int64_t o) {
+    dst[o] = src[cs.offset];
+    cs.next();
+  });
+}
+
+template <class From, class To>
+void convert(const From* src, To* dst, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) dst[i] = static_cast<To>(src[i]);
+}
+
+template <class T>
+void unary(UnaryOp op, const T* x, T* out, std::int64_t n, T alpha, T beta) {
+  switch (op) {
+    case UnaryOp::neg: for (std::int64_t i = 0; i < n; ++i) out[i] = -x[i]; break;
+    case UnaryOp::exp: for (std::int64_t i = 0; i < n; ++i) out[i] = std::exp(x[i]); break;
+    case UnaryOp::log: for (std::int64_t i = 0; i < n; ++i) out[i] = std::log(x[i]); break;
+    case UnaryOp::abs: for (std::int64_t i = 0; i < n; ++i) out[i] = std::abs(x[i]); break;
+    case UnaryOp::sqrt: for (std::int64_t i = 0; i < n; ++i) out[i] = std::sqrt(x[i]); break;
+    case UnaryOp::square: for (std::int64_t i = 0; i < n; ++i) out[i] = x[i] * x[i]; break;
+    case UnaryOp::sign:
+      for (std::int64_t i = 0; i < n; ++i) out[i] = static_cast<T>((x[i] > T(0)) - (x[i] < T(0)));
+      break;
+    case UnaryOp::relu: for (std::int64_t i = 0; i < n; ++i) out[i] = x[i] > T(0) ? x[i] : T(0); break;
+    case UnaryOp::gelu: for (std::int64_t i = 0; i < n; ++i) out[i] = x[i] * Phi(x[i]); break;
+    case UnaryOp::gelu_grad2:
+      for (std::int64_t i = 0; i < n; ++i) out[i] = phi(x[i]) * (T(2) - x[i] * x[i]);
+      break;
+    case UnaryOp::affine: for (std::int64_t i = 0; i < n; ++i) out[i] = alpha * x[i] + beta; break;
+  }
+}
+
+template <class T>
+void activation_backward(UnaryOp act, const T* x, const T* dy, T* dx, std::int64_t n) {
+  if (act == UnaryOp::relu) {
+    for (std::int64_t i = 0; i < n; ++i) dx[i] = x[i] > T(0) ? dy[i] : T(0);
+  } else {  // gelu
+    for (std::int64_t i = 0; i < n; ++i) dx[i] = dy[i] * (Phi(x[i]) + x[i] * phi(x[i]));
+  }
+}
+
+namespace {
+template <class T>
+inline T apply(BinaryOp op, T a, T b) {
+  switch (op) {
+    case BinaryOp::add: return a + b;
+    case BinaryOp::sub: return a - b;
+    case BinaryOp::mul: return a * b;
+    case BinaryOp::div: return a / b;
+  }
+  return a;
+}
+
+bool is_flat(const StridedView& v) { return v.rank == 0 || (v.rank == 1 && v.strides[0] == 1); }
+bool is_scalar(const StridedView& v) { return v.rank == 0 || (v.rank == 1 && v.strides[0] == 0); }
+// [rows, n] repeating one contiguous row (a bias): merged strides [0, 1].
+bool is_row_broadcast(const StridedView& v) { return v.rank == 2 && v.strides[0] == 0 && v.strides[1] == 1; }
+
+template <class T, BinaryOp Op>
+void binary_loop(const T* a, const StridedView& av, const T* b, const StridedView& bv, T* out, std::int64_t n) {
+  if (is_flat(av) && is_flat(bv) && av.rank == bv.rank) {
+    for (std::int64_t i = 0; i < n; ++i) out[i] = apply(Op, a[i], b[i]);
+  } else if (is_flat(av) && av.rank == 1 && is_scalar(bv)) {
+    const T s = b[0];
+    for (std::int64_t i = 0; i < n; ++i) out[i] = apply(Op, a[i], s);
+  } else if (is_flat(av) && av.rank == 1 && is_row_broadcast(bv)) {
+    const std::int64_t rows = bv.shape[0], len = bv.shape[1];
+    for (std::int64_t r = 0; r < rows; ++r) {
+      for (std::int64_t j = 0; j < len; ++j) out[r * len + j] = apply(Op, a[r * len + j], b[j]);
+    }
+  } else {  // general: one cursor per input, output contiguous
+    Cursor ca(av), cb(bv);
+    for (std::int64_t i = 0; i < n; ++i) {
+      out[i] = apply(Op, a[ca.offset], b[cb.offset]);
+      ca.next();
+      cb.next();
+    }
+  }
+}
+}  // namespace
+
+template <class T>
+void binary(BinaryOp op, const T* a, const StridedView& av, const T* b, const StridedView& bv, T* out, std::int64_t n) {
+  switch (op) {
+    case BinaryOp::add: binary_loop<T, BinaryOp::add>(a, av, b, bv, out, n); break;
+    case BinaryOp::sub: binary_loop<T, BinaryOp::sub>(a, av, b, bv, out, n); break;
+    case BinaryOp::mul: binary_loop<T, BinaryOp::mul>(a, av, b, bv, out, n); break;
+    case BinaryOp::div: binary_loop<T, BinaryOp::div>(a, av, b, bv, out, n); break;
+  }
+}
+
+#define TG_INSTANTIATE(T)                                                                               \
+  template void fill<T>(T*, const StridedView&, T);                                                     \
+  template void copy<T>(const T*, const StridedView&, T*, const StridedView&);                          \
+  template void unary<T>(UnaryOp, const T*, T*, std::int64_t, T, T);                                    \
+  template void activation_backward<T>(UnaryOp, const T*, const T*, T*, std::int64_t);                  \
+  template void binary<T>(BinaryOp, const T*, const StridedView&, const T*, const StridedView&, T*, std::int64_t);
+TG_INSTANTIATE(float)
+TG_INSTANTIATE(double)
+#undef TG_INSTANTIATE
+template void fill<std::int32_t>(std::int32_t*, const StridedView&, std::int32_t);
+template void copy<std::int32_t>(const std::int32_t*, const StridedView&, std::int32_t*, const StridedView&);
+template void convert<float, double>(const float*, double*, std::int64_t);
+template void convert<double, float>(const double*, float*, std::int64_t);
+
+}  // namespace tg::cpu

@@ -1,0 +1,81 @@
+// CPU kernels on raw arrays: the reference implementations of every op, simple loops written for
+// clarity first. T is float or double (instantiated for both). Sums accumulate in double and run in
+// a fixed order, so results are deterministic.
+#pragma once
+
+#include <cstdint>
+
+#include "engine/backend.h"
+
+namespace tg::cpu {
+
+// A strided view as the kernels see it: up to kMaxDims dimensions.
+constexpr int kMaxDims = 8;
+struct StridedView {
+  int rank = 0;
+  std::int64_t shape[kMaxDims] = {};
+  std::int64_t strides[kMaxDims] = {};
+};
+StridedView strided_view(const Tensor& t);
+
+// ---- elementwise (elementwise.cpp) ----
+template <class T> void fill(T* out, const StridedView& view, T value);
+template <class T> void copy(const T* src, const StridedView& src_view, T* dst, const StridedView& dst_view);
+template <class From, class To> void convert(const From* src, To* dst, std::int64_t n);
+// out[n] = op(x[n])
+template <class T> void unary(UnaryOp op, const T* x, T* out, std::int64_t n, T alpha, T beta);
+// dx[n] = dy[n] * act'(x[n])
+template <class T> void activation_backward(UnaryOp act, const T* x, const T* dy, T* dx, std::int64_t n);
+// out (contiguous, n elements) = a (op) b; a and b strided views of out's logical shape.
+template <class T>
+void binary(BinaryOp op, const T* a, const StridedView& av, const T* b, const StridedView& bv, T* out,
+            std::int64_t n);
+
+// ---- dense algebra (gemm.cpp) ----
+// out[M,N] = alpha * op(a) @ op(b) + beta * out, row-major; `batch` independent products.
+template <class T>
+void gemm(const T* a, const T* b, T* out, std::int64_t batch, std::int64_t m, std::int64_t n, std::int64_t k,
+          bool trans_a, bool trans_b, T alpha, T beta);
+
+// ---- reductions (reduce.cpp) ----
+// x: [outer, reduce, inner] -> out: [outer, inner]
+template <class T>
+void reduce_dim(ReduceOp op, const T* x, T* out, std::int64_t outer, std::int64_t reduce, std::int64_t inner);
+template <class T> void reduce_all(ReduceOp op, const T* x, T* out, std::int64_t n);
+// x: [rows, n] -> out: [rows]
+template <class T> void argmax_lastdim(const T* x, std::int32_t* out, std::int64_t rows, std::int64_t n);
+
+// ---- softmax (softmax.cpp) ----  x, y, dy, dx: [rows, n]
+template <class T> void softmax_forward(const T* x, T* y, std::int64_t rows, std::int64_t n);
+template <class T> void softmax_backward(const T* y, const T* dy, T* dx, std::int64_t rows, std::int64_t n);
+
+// ---- layernorm (layernorm.cpp) ----  x, y, dy, dx: [rows, C]; gamma, beta, dgamma, dbeta: [C]; mean, rstd: [rows]
+template <class T>
+void layernorm_forward(const T* x, const T* gamma, const T* beta, T eps, T* y, T* mean, T* rstd, std::int64_t rows,
+                       std::int64_t c);
+template <class T>
+void layernorm_backward(const T* dy, const T* x, const T* gamma, const T* mean, const T* rstd, T* dx, T* dgamma,
+                        T* dbeta, std::int64_t rows, std::int64_t c);
+
+// ---- attention (attention.cpp) ----  qkv, dqkv: [B, T, 3C]; y, dy: [B, T, C]; probs: [B, H, T, T]
+template <class T>
+void attention_forward(const T* qkv, T* y, T* probs, std::int64_t b, std::int64_t t, std::int64_t c, std::int64_t h);
+template <class T>
+void attention_backward(const T* dy, const T* qkv, const T* probs, T* dqkv, std::int64_t b, std::int64_t t,
+                        std::int64_t c, std::int64_t h);
+
+// ---- embedding (embedding.cpp) ----  ids: [N]; weight, dweight: [V, C]; out, dout: [N, C]
+template <class T> void embedding_forward(const std::int32_t* ids, const T* weight, T* out, std::int64_t n, std::int64_t c);
+template <class T>
+void embedding_backward(const std::int32_t* ids, const T* dout, T* dweight, std::int64_t n, std::int64_t vocab,
+                        std::int64_t c);
+
+// ---- cross-entropy (cross_entropy.cpp) ----  logits, dlogits: [N, V]; targets, losses, lse: [N]
+template <class T>
+void cross_entropy_forward(const T* logits, const std::int32_t* targets, T* losses, T* lse, std::int64_t n,
+                           std::int64_t v);
+template <class T>
+void cross_entropy_backward(const T* logits, const std::int32_t* targets, const T* lse, T dloss_times_scale,
+                            T* dlogits, std::int64_t n, std::int64_t v);
+
+}  // namespace tg::cpu

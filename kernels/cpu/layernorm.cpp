@@ -1,0 +1,71 @@
+// LayerNorm over rows: y = (x - mean) * rstd * gamma + beta, rstd = 1 / sqrt(var + eps) with the
+// biased variance (as PyTorch).
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/kernels.h"
+
+namespace tg::cpu {
+
+template <class T>
+void layernorm_forward(const T* x, const T* gamma, const T* beta, T eps, T* y, T* mean, T* rstd, std::int64_t rows,
+                       std::int64_t c) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * c;
+    T* yr = y + r * c;
+    double m = 0.0;
+    for (std::int64_t i = 0; i < c; ++i) m += xr[i];
+    m /= static_cast<double>(c);
+    double v = 0.0;
+    for (std::int64_t i = 0; i < c; ++i) v += (xr[i] - m) * (xr[i] - m);
+    v /= static_cast<double>(c);
+    const double s = 1.0 / std::sqrt(v + static_cast<double>(eps));
+    for (std::int64_t i = 0; i < c; ++i) yr[i] = static_cast<T>((xr[i] - m) * s) * gamma[i] + beta[i];
+    mean[r] = static_cast<T>(m);
+    rstd[r] = static_cast<T>(s);
+  }
+}
+
+// With xhat = (x - mean) * rstd and g = dy * gamma:
+//   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  dgamma = sum_rows dy * xhat,  dbeta = sum_rows dy.
+template <class T>
+void layernorm_backward(const T* dy, const T* x, const T* gamma, const T* mean, const T* rstd, T* dx, T* dgamma,
+                        T* dbeta, std::int64_t rows, std::int64_t c) {
+  std::vector<double> dg(static_cast<std::size_t>(c), 0.0), db(static_cast<std::size_t>(c), 0.0);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const T* dyr = dy + r * c;
+    const T* xr = x + r * c;
+    T* dxr = dx + r * c;
+    const double m = mean[r], s = rstd[r];
+    double g_mean = 0.0, gx_mean = 0.0;
+    for (std::int64_t i = 0; i < c; ++i) {
+      const double xhat = (xr[i] - m) * s;
+      const double g = double(dyr[i]) * double(gamma[i]);
+      g_mean += g;
+      gx_mean += g * xhat;
+      dg[static_cast<std::size_t>(i)] += double(dyr[i]) * xhat;
+      db[static_cast<std::size_t>(i)] += dyr[i];
+    }
+    g_mean /= static_cast<double>(c);
+    gx_mean /= static_cast<double>(c);
+    for (std::int64_t i = 0; i < c; ++i) {
+      const double xhat = (xr[i] - m) * s;
+      const double g = double(dyr[i]) * double(gamma[i]);
+      dxr[i] = static_cast<T>(s * (g - g_mean - xhat * gx_mean));
+    }
+  }
+  for (std::int64_t i = 0; i < c; ++i) {
+    dgamma[i] = static_cast<T>(dg[static_cast<std::size_t>(i)]);
+    dbeta[i] = static_cast<T>(db[static_cast<std::size_t>(i)]);
+  }
+}
+
+#define TG_INSTANTIATE(T)                                                                                       \
+  template void layernorm_forward<T>(const T*, const T*, const T*, T, T*, T*, T*, std::int64_t, std::int64_t); \
+  template void layernorm_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, std::int64_t, \
+                                      std::int64_t);
+TG_INSTANTIATE(float)
+TG_INSTANTIATE(double)
+#undef TG_INSTANTIATE
+
+}  // namespace tg::cpu

@@ -1,0 +1,59 @@
+// Reductions in a fixed order with double accumulators (deterministic, and accurate enough that
+// float32 sums of a whole parameter vector stay close to the float64 reference).
+#include <algorithm>
+#include <vector>
+
+#include "kernels/cpu/kernels.h"
+
+namespace tg::cpu {
+
+template <class T>
+void reduce_dim(ReduceOp op, const T* x, T* out, std::int64_t outer, std::int64_t reduce, std::int64_t inner) {
+  std::vector<double> acc(static_cast<std::size_t>(inner));
+  for (std::int64_t o = 0; o < outer; ++o) {
+    std::fill(acc.begin(), acc.end(), 0.0);
+    const T* block = x + o * reduce * inner;
+    for (std::int64_t r = 0; r < reduce; ++r) {
+      const T* row = block + r * inner;
+      if (op == ReduceOp::sum) {
+        for (std::int64_t i = 0; i < inner; ++i) acc[static_cast<std::size_t>(i)] += row[i];
+      } else {
+        for (std::int64_t i = 0; i < inner; ++i) acc[static_cast<std::size_t>(i)] += double(row[i]) * double(row[i]);
+      }
+    }
+    for (std::int64_t i = 0; i < inner; ++i) out[o * inner + i] = static_cast<T>(acc[static_cast<std::size_t>(i)]);
+  }
+}
+
+template <class T>
+void reduce_all(ReduceOp op, const T* x, T* out, std::int64_t n) {
+  double acc = 0.0;
+  if (op == ReduceOp::sum) {
+    for (std::int64_t i = 0; i < n; ++i) acc += x[i];
+  } else {
+    for (std::int64_t i = 0; i < n; ++i) acc += double(x[i]) * double(x[i]);
+  }
+  out[0] = static_cast<T>(acc);
+}
+
+template <class T>
+void argmax_lastdim(const T* x, std::int32_t* out, std::int64_t rows, std::int64_t n) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const T* row = x + r * n;
+    std::int64_t best = 0;
+    for (std::int64_t j = 1; j < n; ++j) {
+      if (row[j] > row[best]) best = j;
+    }
+    out[r] = static_cast<std::int32_t>(best);
+  }
+}
+
+#define TG_INSTANTIATE(T)                                                                      \
+  template void reduce_dim<T>(ReduceOp, const T*, T*, std::int64_t, std::int64_t, std::int64_t); \
+  template void reduce_all<T>(ReduceOp, const T*, T*, std::int64_t);                           \
+  template void argmax_lastdim<T>(const T*, std::int32_t*, std::int64_t, std::int64_t);
+TG_INSTANTIATE(float)
+TG_INSTANTIATE(double)
+#undef TG_INSTANTIATE
+
+}  // namespace tg::cpu
