@@ -72,13 +72,19 @@ bool Tape::record(const char* op, const TensorList& inputs, TensorList& outputs,
     if (x.defined()) node->input_versions.emplace_back(x.storage(), x.storage()->version());
   }
   for (Tensor& y : outputs) {
-    auto meta = std::make_shared<AutogradMeta>();
+    // Update the output's meta in place when it has one: a backward rule may have captured a copy
+    // of this handle (e.g. exp's rule uses its output), and that copy must see it is on the tape.
+    std::shared_ptr<AutogradMeta> meta = y.autograd_meta();
+    if (!meta) {
+      meta = std::make_shared<AutogradMeta>();
+      y.set_autograd_meta(meta);
+    }
+    TG_CHECK(!meta->requires_grad, "op '{}': its output {} is a leaf parameter", op, y.str());
     meta->is_leaf = false;
     meta->var = static_cast<std::int64_t>(vars_.size());
     meta->generation = generation_;
     vars_.push_back(Var{y.shape(), y.dtype(), y.device(), nullptr});
     node->output_vars.push_back(meta->var);
-    y.set_autograd_meta(std::move(meta));
   }
   nodes_.push_back(std::move(node));
   return true;

@@ -60,6 +60,9 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   t.strides_ = contiguous_strides(shape);
   t.dtype_ = dtype;
   t.device_ = device;
+  // Every fresh tensor carries (empty) autograd state, shared by all copies of the handle, so that
+  // a backward rule that captures an op's output sees it once the op is recorded.
+  t.meta_ = std::make_shared<AutogradMeta>();
   if (g_poison && nbytes > 0) backend_for(device).fill_bytes(t.storage_->data(), 0xFF, nbytes);
   return t;
 }

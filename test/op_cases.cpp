@@ -1,0 +1,134 @@
+#include "op_cases.h"
+
+namespace tgtest {
+
+using namespace tg;
+
+namespace {
+
+// Positive inputs for log / sqrt / div denominators.
+Tensor positive(Rng& rng, const Shape& s) { return random(rng, s, DType::f64, 0.5, 2.0); }
+
+std::vector<OpCase> build() {
+  std::vector<OpCase> c;
+  auto add_case = [&](std::string name, std::function<TensorList(Rng&)> in, Function fn, bool second = true) {
+    c.push_back(OpCase{std::move(name), std::move(in), std::move(fn), second});
+  };
+
+  // ---- matrix products
+  for (int ta = 0; ta < 2; ++ta) {
+    for (int tb = 0; tb < 2; ++tb) {
+      add_case(
+          "matmul ta=" + std::to_string(ta) + " tb=" + std::to_string(tb),
+          [=](Rng& r) {
+            return TensorList{random(r, ta ? Shape{5, 3} : Shape{3, 5}), random(r, tb ? Shape{7, 5} : Shape{5, 7})};
+          },
+          [=](const TensorList& x) { return matmul(x[0], x[1], ta, tb); });
+    }
+  }
+  add_case("matmul batched", [](Rng& r) { return TensorList{random(r, {2, 3, 4, 5}), random(r, {2, 3, 5, 2})}; },
+           [](const TensorList& x) { return matmul(x[0], x[1]); });
+  add_case("matmul batched transposed", [](Rng& r) { return TensorList{random(r, {3, 5, 4}), random(r, {3, 2, 5})}; },
+           [](const TensorList& x) { return matmul(x[0], x[1], true, true); });
+  add_case("matmul shared weight", [](Rng& r) { return TensorList{random(r, {2, 3, 5}), random(r, {5, 4})}; },
+           [](const TensorList& x) { return matmul(x[0], x[1]); });
+  add_case("linear", [](Rng& r) { return TensorList{random(r, {2, 3, 5}), random(r, {4, 5}), random(r, {4})}; },
+           [](const TensorList& x) { return linear(x[0], x[1], x[2]); });
+  add_case("linear no bias", [](Rng& r) { return TensorList{random(r, {3, 5}), random(r, {6, 5})}; },
+           [](const TensorList& x) { return linear(x[0], x[1]); });
+
+  // ---- elementwise with broadcasting
+  add_case("add broadcast", [](Rng& r) { return TensorList{random(r, {3, 1, 5}), random(r, {4, 1})}; },
+           [](const TensorList& x) { return add(x[0], x[1]); });
+  add_case("sub bias", [](Rng& r) { return TensorList{random(r, {4, 5}), random(r, {5})}; },
+           [](const TensorList& x) { return sub(x[0], x[1]); });
+  add_case("mul broadcast", [](Rng& r) { return TensorList{random(r, {2, 3, 4}), random(r, {3, 1})}; },
+           [](const TensorList& x) { return mul(x[0], x[1]); });
+  add_case("mul scalar tensor", [](Rng& r) { return TensorList{random(r, {3, 4}), random(r, {})}; },
+           [](const TensorList& x) { return mul(x[0], x[1]); });
+  add_case("div broadcast", [](Rng& r) { return TensorList{random(r, {3, 4}), positive(r, {3, 1})}; },
+           [](const TensorList& x) { return div(x[0], x[1]); });
+  add_case("mul transposed view", [](Rng& r) { return TensorList{random(r, {4, 3}), random(r, {3, 4})}; },
+           [](const TensorList& x) { return mul(transpose(x[0], 0, 1), x[1]); });
+  add_case("neg", [](Rng& r) { return TensorList{random(r, {7})}; }, [](const TensorList& x) { return neg(x[0]); });
+  add_case("exp", [](Rng& r) { return TensorList{random(r, {3, 5})}; }, [](const TensorList& x) { return exp(x[0]); });
+  add_case("log", [](Rng& r) { return TensorList{positive(r, {3, 5})}; }, [](const TensorList& x) { return log(x[0]); });
+  add_case("abs", [](Rng& r) { return TensorList{random(r, {3, 5})}; }, [](const TensorList& x) { return abs(x[0]); });
+  add_case("sqrt", [](Rng& r) { return TensorList{positive(r, {3, 5})}; }, [](const TensorList& x) { return sqrt(x[0]); });
+  add_case("square", [](Rng& r) { return TensorList{random(r, {3, 5})}; },
+           [](const TensorList& x) { return square(x[0]); });
+  add_case("affine", [](Rng& r) { return TensorList{random(r, {3, 5})}; },
+           [](const TensorList& x) { return affine(x[0], -1.7, 0.3); });
+  add_case("relu", [](Rng& r) { return TensorList{random(r, {4, 5})}; }, [](const TensorList& x) { return relu(x[0]); });
+  add_case("gelu", [](Rng& r) { return TensorList{random(r, {4, 5}, DType::f64, -3, 3)}; },
+           [](const TensorList& x) { return gelu(x[0]); });
+
+  // ---- reductions
+  add_case("sum", [](Rng& r) { return TensorList{random(r, {3, 4, 5})}; }, [](const TensorList& x) { return sum(x[0]); });
+  add_case("sum dim 1", [](Rng& r) { return TensorList{random(r, {3, 4, 5})}; },
+           [](const TensorList& x) { return sum(x[0], 1); });
+  add_case("mean dim -1 keepdim", [](Rng& r) { return TensorList{random(r, {3, 4, 5})}; },
+           [](const TensorList& x) { return mean(x[0], -1, true); });
+  add_case("mean", [](Rng& r) { return TensorList{random(r, {3, 7})}; }, [](const TensorList& x) { return mean(x[0]); });
+  add_case("l2_norm", [](Rng& r) { return TensorList{random(r, {4, 6})}; },
+           [](const TensorList& x) { return l2_norm(x[0]); });
+  add_case("sum_to", [](Rng& r) { return TensorList{random(r, {2, 3, 4})}; },
+           [](const TensorList& x) { return sum_to(x[0], {3, 1}); });
+  add_case("expand", [](Rng& r) { return TensorList{random(r, {3, 1})}; },
+           [](const TensorList& x) { return expand(x[0], {2, 3, 4}); });
+
+  // ---- softmax, loss, model layers
+  add_case("softmax", [](Rng& r) { return TensorList{random(r, {4, 7}, DType::f64, -2, 2)}; },
+           [](const TensorList& x) { return softmax(x[0]); });
+  add_case("cross_entropy", [](Rng& r) { return TensorList{random(r, {6, 5}, DType::f64, -2, 2), random_ids(r, {6}, 5)}; },
+           [](const TensorList& x) { return cross_entropy(x[0], x[1]); });
+  add_case(
+      "layernorm",
+      [](Rng& r) { return TensorList{random(r, {2, 3, 6}, DType::f64, -2, 2), random(r, {6}), random(r, {6})}; },
+      [](const TensorList& x) { return layernorm(x[0], x[1], x[2]); }, /*second_order=*/false);
+  add_case(
+      "causal_self_attention", [](Rng& r) { return TensorList{random(r, {2, 5, 12})}; },
+      [](const TensorList& x) { return causal_self_attention(x[0], 2); }, /*second_order=*/false);
+  add_case("embedding", [](Rng& r) { return TensorList{random_ids(r, {3, 4}, 6), random(r, {6, 5})}; },
+           [](const TensorList& x) { return embedding(x[0], x[1]); });
+
+  // ---- views
+  add_case("reshape", [](Rng& r) { return TensorList{random(r, {3, 4})}; },
+           [](const TensorList& x) { return reshape(x[0], {2, -1, 3}); });
+  add_case("transpose", [](Rng& r) { return TensorList{random(r, {2, 3, 4})}; },
+           [](const TensorList& x) { return transpose(x[0], 0, 2); });
+  add_case("slice", [](Rng& r) { return TensorList{random(r, {3, 7})}; },
+           [](const TensorList& x) { return slice(x[0], 1, 2, 4); });
+  add_case("concat", [](Rng& r) { return TensorList{random(r, {2, 3}), random(r, {2, 1}), random(r, {2, 4})}; },
+           [](const TensorList& x) { return concat({x[0], x[1], x[2]}, 1); });
+  add_case("contiguous of transpose", [](Rng& r) { return TensorList{random(r, {3, 5})}; },
+           [](const TensorList& x) { return contiguous(transpose(x[0], 0, 1)); });
+
+  // ---- a small composite network: embedding -> layernorm -> attention -> MLP -> loss
+  add_case(
+      "composite network",
+      [](Rng& r) {
+        return TensorList{random_ids(r, {3, 4}, 7), random(r, {7, 8}), random(r, {8}, DType::f64, 0.5, 1.5),
+                          random(r, {8}),           random(r, {24, 8}), random(r, {24}), random(r, {16, 8}),
+                          random(r, {16}),          random(r, {7, 16}), random_ids(r, {3}, 7)};
+      },
+      [](const TensorList& x) {
+        Tensor h = embedding(x[0], x[1]);                           // [3, 4, 8]
+        Tensor n = layernorm(h, x[2], x[3]);
+        Tensor a = add(n, causal_self_attention(linear(n, x[4], x[5]), 2));
+        Tensor m = gelu(linear(a, x[6], x[7]));                     // [3, 4, 16]
+        Tensor last = reshape(slice(m, 1, 3, 1), {3, 16});           // the answer position
+        return cross_entropy(linear(last, x[8]), x[9]);
+      },
+      /*second_order=*/false);
+  return c;
+}
+
+}  // namespace
+
+const std::vector<OpCase>& op_cases() {
+  static const std::vector<OpCase> cases = build();
+  return cases;
+}
+
+}  // namespace tgtest
