@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstddef>
+#include <vector>
 
 #include "engine/allocator.h"
 #include "engine/device.h"
@@ -28,6 +29,14 @@ enum class BinaryOp { add, sub, mul, div };
 const char* binary_op_name(BinaryOp op);
 
 enum class ReduceOp { sum, sum_squares };
+
+// One Adam step's constants (PyTorch's torch.optim.Adam / AdamW formulas).
+struct AdamStep {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  bool decoupled_weight_decay = false;  // AdamW: p *= 1 - lr * wd; Adam: g += wd * p
+  double bias_correction1 = 1.0;        // 1 - beta1^t
+  double bias_correction2 = 1.0;        // 1 - beta2^t
+};
 
 class Backend {
  public:
@@ -67,6 +76,22 @@ class Backend {
   virtual void reduce_all(ReduceOp op, const Tensor& x, const Tensor& out) = 0;
   // x: [rows, n] -> out i32 [rows], index of the first maximum.
   virtual void argmax_lastdim(const Tensor& x, const Tensor& out) = 0;
+
+  // ---- flat-buffer passes (optimizers, clipping, per-parameter transforms) ----
+  // Over flat buffers of equal length, in place:  g' = g + wd p (Adam) | p *= 1 - lr wd (AdamW);
+  // m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;  p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps).
+  virtual void adam_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                           const AdamStep& step) = 0;
+  // g' = g + wd p;  buf = g' (first step) or momentum buf + g';  p -= lr buf.
+  virtual void sgd_update(const Tensor& param, const Tensor& grad, const Tensor& momentum_buffer, double lr,
+                          double momentum, double weight_decay, bool first_step) = 0;
+  // x *= min(1, max_norm / (norm + 1e-6)), norm a one-element tensor on the device (no host round trip).
+  virtual void clip_by_norm(const Tensor& x, const Tensor& norm, double max_norm) = 0;
+  // out[s] = reduce(x[offsets[s] : offsets[s+1]]) for every segment s; x flat, out [segments].
+  virtual void segmented_reduce(ReduceOp op, const Tensor& x, const std::vector<std::int64_t>& offsets,
+                                const Tensor& out) = 0;
+  // x[offsets[s] : offsets[s+1]] *= scales[s].
+  virtual void segmented_scale(const Tensor& x, const std::vector<std::int64_t>& offsets, const Tensor& scales) = 0;
 
   // ---- fused model kernels ----
   // x, y: [rows, n]. y = softmax over each row.

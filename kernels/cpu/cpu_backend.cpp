@@ -123,6 +123,45 @@ class CpuBackend final : public Backend {
     });
   }
 
+  void adam_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                   const AdamStep& step) override {
+    dispatch_floating(param.dtype(), "adam_update", [&](auto t) {
+      using T = decltype(t);
+      cpu::adam_update(ptr<T>(param), ptr<T>(grad), ptr<T>(m), ptr<T>(v), param.numel(), step);
+    });
+  }
+
+  void sgd_update(const Tensor& param, const Tensor& grad, const Tensor& buf, double lr, double momentum,
+                  double weight_decay, bool first_step) override {
+    dispatch_floating(param.dtype(), "sgd_update", [&](auto t) {
+      using T = decltype(t);
+      cpu::sgd_update(ptr<T>(param), ptr<T>(grad), buf.defined() ? ptr<T>(buf) : nullptr, param.numel(),
+                      static_cast<T>(lr), static_cast<T>(momentum), static_cast<T>(weight_decay), first_step);
+    });
+  }
+
+  void clip_by_norm(const Tensor& x, const Tensor& norm, double max_norm) override {
+    dispatch_floating(x.dtype(), "clip_by_norm", [&](auto t) {
+      using T = decltype(t);
+      cpu::clip_by_norm(ptr<T>(x), x.numel(), ptr<T>(norm)[0], static_cast<T>(max_norm));
+    });
+  }
+
+  void segmented_reduce(ReduceOp op, const Tensor& x, const std::vector<std::int64_t>& offsets,
+                        const Tensor& out) override {
+    dispatch_floating(x.dtype(), "segmented_reduce", [&](auto t) {
+      using T = decltype(t);
+      cpu::segmented_reduce(op, ptr<T>(x), offsets.data(), static_cast<std::int64_t>(offsets.size()) - 1, ptr<T>(out));
+    });
+  }
+
+  void segmented_scale(const Tensor& x, const std::vector<std::int64_t>& offsets, const Tensor& scales) override {
+    dispatch_floating(x.dtype(), "segmented_scale", [&](auto t) {
+      using T = decltype(t);
+      cpu::segmented_scale(ptr<T>(x), offsets.data(), static_cast<std::int64_t>(offsets.size()) - 1, ptr<T>(scales));
+    });
+  }
+
   void softmax_forward(const Tensor& x, const Tensor& y) override {
     dispatch_floating(x.dtype(), "softmax", [&](auto t) {
       using T = decltype(t);

@@ -45,6 +45,15 @@ template <class T> void reduce_all(ReduceOp op, const T* x, T* out, std::int64_t
 // x: [rows, n] -> out: [rows]
 template <class T> void argmax_lastdim(const T* x, std::int32_t* out, std::int64_t rows, std::int64_t n);
 
+// ---- flat-buffer passes (optimizer.cpp) ----  all buffers [n]; offsets [segments + 1]
+template <class T> void adam_update(T* p, const T* g, T* m, T* v, std::int64_t n, const AdamStep& step);
+template <class T>
+void sgd_update(T* p, const T* g, T* buf, std::int64_t n, T lr, T momentum, T weight_decay, bool first_step);
+template <class T> void clip_by_norm(T* x, std::int64_t n, T norm, T max_norm);
+template <class T>
+void segmented_reduce(ReduceOp op, const T* x, const std::int64_t* offsets, std::int64_t segments, T* out);
+template <class T> void segmented_scale(T* x, const std::int64_t* offsets, std::int64_t segments, const T* scales);
+
 // ---- softmax (softmax.cpp) ----  x, y, dy, dx: [rows, n]
 template <class T> void softmax_forward(const T* x, T* y, std::int64_t rows, std::int64_t n);
 template <class T> void softmax_backward(const T* y, const T* dy, T* dx, std::int64_t rows, std::int64_t n);

@@ -1,0 +1,219 @@
+#include "engine/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <system_error>
+
+#include <fmt/format.h>
+
+#include "engine/error.h"
+#include "engine/safetensors_format.h"
+
+namespace tg {
+namespace {
+
+std::string errno_text(int err) { return std::system_category().message(err); }
+
+// A temp file that is removed unless commit() renamed it into place.
+class TempFile {
+ public:
+  explicit TempFile(std::string path) : path_(std::move(path)) {}
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+  ~TempFile() {
+    if (fd_ >= 0) ::close(fd_);
+    if (created_ && !committed_) ::unlink(path_.c_str());
+  }
+
+  const std::string& path() const { return path_; }
+  int fd() const { return fd_; }
+
+  // Returns errno on failure, 0 on success.
+  int create() {
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd_ < 0) return errno;
+    created_ = true;
+    return 0;
+  }
+  int close() {
+    const int fd = fd_;
+    fd_ = -1;
+    return ::close(fd) == 0 ? 0 : errno;
+  }
+  void committed() { committed_ = true; }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  bool created_ = false;
+  bool committed_ = false;
+};
+
+// Returns errno on failure, 0 on success.
+int write_all(int fd, const void* data, std::size_t n) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (w == 0) return EIO;
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return 0;
+}
+
+std::string directory_of(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+// Makes the rename durable. Best effort: the file is already in place when this runs.
+void fsync_directory(const std::string& path) {
+  const int fd = ::open(directory_of(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  (void)::fsync(fd);
+  ::close(fd);
+}
+
+struct FileBytes {
+  std::unique_ptr<std::uint8_t[]> data;
+  std::size_t size = 0;
+};
+
+FileBytes read_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    throw Error(fmt::format("load_safetensors: cannot open {}: {}", path, errno_text(err)));
+  }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    throw Error(fmt::format("load_safetensors: cannot stat {}: {}", path, errno_text(err)));
+  }
+  TG_CHECK(S_ISREG(st.st_mode), "load_safetensors: {} is not a regular file", path);
+  FileBytes out;
+  const auto size = static_cast<std::size_t>(st.st_size);
+  out.data.reset(new std::uint8_t[size > 0 ? size : 1]);
+  while (out.size < size) {
+    const ssize_t r = ::read(fd, out.data.get() + out.size, size - out.size);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      throw Error(fmt::format("load_safetensors: cannot read {}: {}", path, errno_text(err)));
+    }
+    if (r == 0) break;  // the file shrank meanwhile: parse what is there
+    out.size += static_cast<std::size_t>(r);
+  }
+  return out;
+}
+
+}  // namespace
+
+void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  TG_CHECK(!path.empty(), "save_safetensors: the path is empty");
+  // Everything that can fail without touching the disk happens first.
+  std::vector<Tensor> host;
+  std::vector<SafetensorsEntry> entries;
+  host.reserve(tensors.size());
+  entries.reserve(tensors.size());
+  std::uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    TG_CHECK(t.defined(), "save_safetensors {}: tensor '{}' is undefined", path, name);
+    Tensor h = t.to(Device::cpu()).contiguous();
+    const std::uint64_t bytes = static_cast<std::uint64_t>(h.numel()) * dtype_size(h.dtype());
+    entries.push_back({name, safetensors_dtype_name(h.dtype()), h.shape(), offset, offset + bytes});
+    offset += bytes;
+    host.push_back(std::move(h));
+  }
+  std::string header;
+  try {
+    header = build_safetensors_header(entries, metadata, path);
+  } catch (const Error& e) {
+    throw Error(fmt::format("save_safetensors: {}", e.what()));
+  }
+
+  static std::atomic<unsigned> counter{0};
+  TempFile tmp(fmt::format("{}.tmp.{}.{}", path, static_cast<long>(::getpid()), counter++));
+  auto fail = [&](const char* what, int err) {
+    throw Error(fmt::format("save_safetensors: cannot write {}: {} temp file {} failed: {}", path, what, tmp.path(),
+                            errno_text(err)));
+  };
+  if (const int err = tmp.create()) fail("creating the", err);
+  if (const int err = write_all(tmp.fd(), header.data(), header.size())) fail("writing the", err);
+  for (std::size_t i = 0; i < host.size(); ++i) {
+    const std::size_t bytes = entries[i].end - entries[i].begin;
+    if (bytes == 0) continue;
+    if (const int err = write_all(tmp.fd(), host[i].raw_data(), bytes)) fail("writing the", err);
+  }
+  if (::fsync(tmp.fd()) != 0) fail("syncing the", errno);
+  if (const int err = tmp.close()) fail("closing the", err);
+  if (::rename(tmp.path().c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    throw Error(fmt::format("save_safetensors: cannot write {}: renaming the temp file {} over it failed: {}", path,
+                            tmp.path(), errno_text(err)));
+  }
+  tmp.committed();
+  fsync_directory(path);
+}
+
+SafetensorsFile load_safetensors(const std::string& path) {
+  const FileBytes file = read_file(path);
+  const SafetensorsHeader header = parse_safetensors_header(file.data.get(), file.size, path);
+  SafetensorsFile out;
+  out.path = path;
+  out.metadata = header.metadata;
+  out.names.reserve(header.entries.size());
+  for (const SafetensorsEntry& e : header.entries) {
+    const std::optional<DType> dtype = dtype_from_safetensors(e.dtype);
+    TG_CHECK(dtype.has_value(),
+             "safetensors file {}: tensor '{}' has dtype {}, which is not supported by tapegrok (it reads F32, F64 "
+             "and I32)",
+             path, e.name, e.dtype);
+    Tensor t = Tensor::empty(e.shape, *dtype);
+    const std::uint64_t bytes = e.end - e.begin;
+    if (bytes > 0) std::memcpy(t.raw_data(), file.data.get() + header.data_start + e.begin, bytes);
+    out.names.push_back(e.name);
+    out.tensors.emplace(e.name, std::move(t));
+  }
+  return out;
+}
+
+const Tensor& SafetensorsFile::at(const std::string& name) const {
+  const auto it = tensors.find(name);
+  if (it != tensors.end()) return it->second;
+  constexpr std::size_t kShown = 8;
+  std::string listed;
+  for (std::size_t i = 0; i < names.size() && i < kShown; ++i) listed += fmt::format("{}'{}'", i ? ", " : "", names[i]);
+  if (names.size() > kShown) listed += fmt::format(", ... ({} more)", names.size() - kShown);
+  throw Error(fmt::format("safetensors file {}: no tensor named '{}' (it holds {} tensor{}{}{})", path, name,
+                          names.size(), names.size() == 1 ? "" : "s", names.empty() ? "" : ": ", listed));
+}
+
+void expect_tensor(const SafetensorsFile& file, const std::string& name, DType dtype, const Shape& shape) {
+  const auto it = file.tensors.find(name);
+  TG_CHECK(it != file.tensors.end(), "checkpoint {}: tensor '{}' is missing but the model needs {} {}", file.path,
+           name, shape_str(shape), dtype_name(dtype));
+  const Tensor& t = it->second;
+  TG_CHECK(t.dtype() == dtype && t.shape() == shape,
+           "checkpoint {}: tensor '{}' has shape {} {} but the model needs {} {}", file.path, name,
+           shape_str(t.shape()), dtype_name(t.dtype()), shape_str(shape), dtype_name(dtype));
+}
+
+}  // namespace tg

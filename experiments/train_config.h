@@ -1,0 +1,51 @@
+// Every setting of a training run. Written beside the run's results (config.json) and into its
+// checkpoints, so a run can be reproduced or resumed from its files alone.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "models/transformer.h"
+
+namespace tg {
+
+struct TrainConfig {
+  // task and data
+  std::string task = "a+b";
+  std::int64_t modulus = 0;  // 0: the task's default (97, or 7 for a*c+b*d-e)
+  std::string layout = "sequence";
+  double train_fraction = 0.5;
+  double outer_fraction = 0.0;  // held out of the training part (NeuralGrok's D_outer)
+  std::uint64_t seed = 0;       // split, initialisation and batch order all derive from it
+
+  // model
+  std::int64_t layers = 2, width = 128, heads = 4;
+  std::string block = "reference";
+
+  // optimisation
+  std::string optimizer = "adam";  // adam (coupled L2 decay, torch.optim.Adam) | adamw | sgd
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.98, eps = 1e-8, weight_decay = 1e-3, momentum = 0.9;
+  std::int64_t warmup_steps = 10;
+  std::int64_t batch_size = 512;
+  std::int64_t max_steps = 10000;
+  double clip_grad_norm = 0.0;   // 0: off
+  double grad_normalize = 0.0;   // c of g' = c g / ||g|| per tensor; 0: off
+
+  // evaluation, output
+  std::int64_t eval_every = 0;        // steps; 0: once per epoch
+  double stop_at_test_acc = 0.0;      // end the run once test accuracy reaches this; 0: never
+  std::int64_t checkpoint_every = 0;  // steps; 0: only at the end
+  std::string device = "auto";
+  std::string dtype = "f32";          // f64: CPU only, for verification
+  std::string run_dir = "runs/default";
+  bool progress = true;               // a live progress line on a terminal
+
+  std::int64_t resolved_modulus() const;
+  TransformerConfig model_config(std::int64_t vocab, std::int64_t seq_len) const;
+  void validate() const;  // throws naming the first bad setting
+};
+
+nlohmann::json to_json(const TrainConfig& c);
+TrainConfig train_config_from_json(const nlohmann::json& j);  // unknown keys are an error
+
+}  // namespace tg

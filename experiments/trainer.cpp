@@ -1,0 +1,339 @@
+#include "experiments/trainer.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "engine/error.h"
+#include "engine/ops.h"
+#include "engine/safetensors.h"
+#include "experiments/run_log.h"
+#include "optim/gradient_transforms.h"
+
+namespace tg {
+
+namespace {
+
+constexpr const char* kCheckpointFormat = "tapegrok-run-checkpoint-v1";
+
+// Independent random streams derived from the one run seed.
+std::uint64_t stream_seed(std::uint64_t seed, std::uint64_t stream) { return seed * 4 + stream; }
+
+std::int64_t count_correct(const Tensor& logits, const Tensor& targets) {
+  const std::vector<std::int32_t> predicted = argmax(logits).to_vector<std::int32_t>();
+  const std::vector<std::int32_t> wanted = targets.to_vector<std::int32_t>();
+  std::int64_t correct = 0;
+  for (std::size_t i = 0; i < wanted.size(); ++i) correct += predicted[i] == wanted[i];
+  return correct;
+}
+
+nlohmann::json progress_to_json(const RunProgress& p) {
+  return {{"step", p.step},
+          {"wall_seconds", p.wall_seconds},
+          {"first_train_95", p.first_train_95},
+          {"first_test_95", p.first_test_95},
+          {"first_test_99", p.first_test_99},
+          {"last_test_acc", p.last_test_acc},
+          {"last_train_acc", p.last_train_acc},
+          {"last_test_loss", p.last_test_loss},
+          {"last_train_loss", p.last_train_loss}};
+}
+
+RunProgress progress_from_json(const nlohmann::json& j) {
+  RunProgress p;
+  p.step = j.at("step").get<std::int64_t>();
+  p.wall_seconds = j.at("wall_seconds").get<double>();
+  p.first_train_95 = j.at("first_train_95").get<std::int64_t>();
+  p.first_test_95 = j.at("first_test_95").get<std::int64_t>();
+  p.first_test_99 = j.at("first_test_99").get<std::int64_t>();
+  p.last_test_acc = j.at("last_test_acc").get<double>();
+  p.last_train_acc = j.at("last_train_acc").get<double>();
+  p.last_test_loss = j.at("last_test_loss").get<double>();
+  p.last_train_loss = j.at("last_train_loss").get<double>();
+  return p;
+}
+
+// 64-bit words stored as pairs of i32 (safetensors has no u64 in our dtype set).
+Tensor words_to_tensor(const std::array<std::uint64_t, 4>& words) {
+  std::vector<std::int32_t> v;
+  for (std::uint64_t w : words) {
+    v.push_back(static_cast<std::int32_t>(static_cast<std::uint32_t>(w & 0xFFFFFFFFu)));
+    v.push_back(static_cast<std::int32_t>(static_cast<std::uint32_t>(w >> 32)));
+  }
+  return Tensor::from_vector(v, {8});
+}
+
+std::array<std::uint64_t, 4> tensor_to_words(const Tensor& t) {
+  const auto v = t.to_vector<std::int32_t>();
+  std::array<std::uint64_t, 4> words{};
+  for (std::size_t i = 0; i < 4; ++i) {
+    words[i] = static_cast<std::uint64_t>(static_cast<std::uint32_t>(v[2 * i])) |
+               (static_cast<std::uint64_t>(static_cast<std::uint32_t>(v[2 * i + 1])) << 32);
+  }
+  return words;
+}
+
+std::string metadata_at(const SafetensorsFile& file, const std::string& path, const std::string& key) {
+  auto it = file.metadata.find(key);
+  TG_CHECK(it != file.metadata.end(), "checkpoint {}: metadata entry '{}' is missing", path, key);
+  return it->second;
+}
+
+nlohmann::json parse_json_metadata(const SafetensorsFile& file, const std::string& path, const std::string& key) {
+  try {
+    return nlohmann::json::parse(metadata_at(file, path, key));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("checkpoint {}: metadata entry '{}' is not valid JSON ({})", path, key, e.what()));
+  }
+}
+
+}  // namespace
+
+Trainer::Trainer(TrainConfig config) : config_(std::move(config)) {
+  config_.validate();
+  device_ = parse_device(config_.device);
+  dtype_ = config_.dtype == "f64" ? DType::f64 : DType::f32;
+  TG_CHECK(dtype_ == DType::f32 || device_.is_cpu(), "--dtype f64 runs on the CPU only (device {})", device_.str());
+  data_ = make_dataset(config_.task, config_.resolved_modulus(), parse_task_layout(config_.layout));
+  split_ = split_dataset(data_.size(), config_.train_fraction, config_.outer_fraction, stream_seed(config_.seed, 0));
+  model_ = std::make_unique<Transformer>(config_.model_config(data_.vocab, data_.seq_len));
+  params_ = ParameterTable(model_->parameter_specs(), dtype_, device_);
+  Rng init_rng(stream_seed(config_.seed, 1));
+  model_->initialize(params_, init_rng);
+  if (config_.optimizer == "sgd") {
+    optimizer_ = make_sgd(params_, {config_.momentum, config_.weight_decay});
+  } else {
+    optimizer_ = make_adam(params_, {config_.beta1, config_.beta2, config_.eps, config_.weight_decay,
+                                     config_.optimizer == "adamw"});
+  }
+  sampler_ = std::make_unique<BatchSampler>(split_.train, config_.batch_size, stream_seed(config_.seed, 2));
+}
+
+std::int64_t Trainer::eval_interval() const {
+  return config_.eval_every > 0 ? config_.eval_every : sampler_->batches_per_epoch();
+}
+
+StepStats Trainer::step() {
+  Tensor ids, targets;
+  gather_examples(data_, sampler_->next(), device_, ids, targets);
+
+  tape().clear();
+  params_.zero_grad();
+  Tensor logits = model_->forward(params_.values(), ids);  // [B, V]
+  Tensor loss = cross_entropy(logits, targets);
+  backward(loss);
+  tape().clear();
+
+  StepStats s;
+  s.examples = ids.size(0);
+  s.loss = loss.item();
+  TG_CHECK(std::isfinite(s.loss), "training diverged at step {}: the loss is {} (lr {}, task {}); lower the "
+           "learning rate or enable --clip-grad-norm", progress_.step + 1, s.loss, config_.lr, config_.task);
+  s.accuracy = static_cast<double>(count_correct(logits, targets)) / static_cast<double>(s.examples);
+  s.grad_norm = global_grad_norm(params_).item();
+  TG_CHECK(std::isfinite(s.grad_norm), "training diverged at step {}: the gradient norm is {} (loss {})",
+           progress_.step + 1, s.grad_norm, s.loss);
+
+  if (config_.grad_normalize > 0) normalize_grads_per_tensor(params_, config_.grad_normalize);
+  if (config_.clip_grad_norm > 0) clip_grad_norm(params_, config_.clip_grad_norm);
+  s.lr = warmup_lr(config_.lr, progress_.step, config_.warmup_steps);
+  optimizer_->step(params_, s.lr);
+  ++progress_.step;
+  return s;
+}
+
+EvalStats Trainer::evaluate(const std::vector<std::int64_t>& examples) const {
+  NoGradGuard no_grad;
+  EvalStats e;
+  constexpr std::size_t kChunk = 4096;
+  double loss_sum = 0;
+  std::int64_t correct = 0;
+  for (std::size_t at = 0; at < examples.size(); at += kChunk) {
+    std::vector<std::int64_t> chunk(examples.begin() + static_cast<std::ptrdiff_t>(at),
+                                    examples.begin() + static_cast<std::ptrdiff_t>(std::min(at + kChunk, examples.size())));
+    Tensor ids, targets;
+    gather_examples(data_, chunk, device_, ids, targets);
+    Tensor logits = model_->forward(params_.values(), ids);
+    loss_sum += cross_entropy(logits, targets).item() * static_cast<double>(chunk.size());
+    correct += count_correct(logits, targets);
+  }
+  e.examples = static_cast<std::int64_t>(examples.size());
+  if (e.examples > 0) {
+    e.loss = loss_sum / static_cast<double>(e.examples);
+    e.accuracy = static_cast<double>(correct) / static_cast<double>(e.examples);
+  }
+  return e;
+}
+
+RunProgress Trainer::run() {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(config_.run_dir, ec);
+  TG_CHECK(!ec, "cannot create run directory {}: {}", config_.run_dir, ec.message());
+  {
+    std::ofstream out(config_.run_dir + "/config.json");
+    TG_CHECK(out.good(), "cannot write {}/config.json", config_.run_dir);
+    out << to_json(config_).dump(2) << "\n";
+  }
+  MetricsLog metrics(config_.run_dir + "/metrics.jsonl");
+  ProgressDisplay display(config_.progress, config_.max_steps);
+  const std::string checkpoint_path = config_.run_dir + "/checkpoint.safetensors";
+  const std::int64_t every = eval_interval();
+
+  const double start = seconds_since_start();
+  const double wall_before = progress_.wall_seconds;
+  const std::int64_t step_before = progress_.step;
+  double loss_sum = 0, acc_sum = 0;
+  std::int64_t since_eval = 0;
+  double grad_norm = 0, lr = 0;
+
+  while (progress_.step < config_.max_steps) {
+    const StepStats s = step();
+    loss_sum += s.loss;
+    acc_sum += s.accuracy;
+    grad_norm = s.grad_norm;
+    lr = s.lr;
+    ++since_eval;
+    const double elapsed = seconds_since_start() - start;
+    const double rate = static_cast<double>(progress_.step - step_before) / std::max(elapsed, 1e-9);
+    progress_.wall_seconds = wall_before + elapsed;
+    display.on_step(progress_.step, s.loss, rate);
+
+    const bool last = progress_.step == config_.max_steps;
+    bool stop = false;
+    if (progress_.step % every == 0 || last) {
+      const EvalStats test = evaluate(split_.test);
+      const double train_loss = loss_sum / static_cast<double>(since_eval);
+      const double train_acc = acc_sum / static_cast<double>(since_eval);
+      loss_sum = acc_sum = 0;
+      since_eval = 0;
+      progress_.last_test_acc = test.accuracy;
+      progress_.last_test_loss = test.loss;
+      progress_.last_train_acc = train_acc;
+      progress_.last_train_loss = train_loss;
+      if (progress_.first_train_95 < 0 && train_acc >= 0.95) progress_.first_train_95 = progress_.step;
+      if (progress_.first_test_95 < 0 && test.accuracy >= 0.95) progress_.first_test_95 = progress_.step;
+      if (progress_.first_test_99 < 0 && test.accuracy >= 0.99) progress_.first_test_99 = progress_.step;
+      progress_.wall_seconds = wall_before + (seconds_since_start() - start);
+      nlohmann::json record = {{"step", progress_.step},
+                               {"epoch", sampler_->epoch()},
+                               {"train_loss", train_loss},
+                               {"train_acc", train_acc},
+                               {"test_loss", test.loss},
+                               {"test_acc", test.accuracy},
+                               {"lr", lr},
+                               {"grad_norm", grad_norm},
+                               {"wall_time", progress_.wall_seconds}};
+      if (!split_.outer.empty()) {
+        const EvalStats outer = evaluate(split_.outer);
+        record["outer_loss"] = outer.loss;
+        record["outer_acc"] = outer.accuracy;
+      }
+      metrics.write(record);
+      display.on_eval(progress_.step, train_loss, train_acc, test.loss, test.accuracy, rate);
+      stop = config_.stop_at_test_acc > 0 && test.accuracy >= config_.stop_at_test_acc;
+    }
+    if (config_.checkpoint_every > 0 && progress_.step % config_.checkpoint_every == 0) save_checkpoint(checkpoint_path);
+    if (stop) break;
+  }
+  display.finish();
+  save_checkpoint(checkpoint_path);
+
+  nlohmann::json summary = progress_to_json(progress_);
+  const double trained = progress_.wall_seconds;
+  summary["steps_per_second"] = trained > 0 ? static_cast<double>(progress_.step) / trained : 0.0;
+  summary["device"] = device_.str();
+  summary["task"] = config_.task;
+  std::ofstream(config_.run_dir + "/summary.json") << summary.dump(2) << "\n";
+  return progress_;
+}
+
+// ---------------------------------------------------------------- checkpoints
+
+void Trainer::save_checkpoint(const std::string& path) const {
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (std::size_t i = 0; i < params_.size(); ++i) tensors.emplace_back(params_.name(i), params_[i]);
+  for (const auto& [key, buffer] : optimizer_->state()) tensors.emplace_back("optimizer." + key, buffer);
+  const BatchSampler::State s = sampler_->state();
+  std::vector<std::int32_t> order(s.order.begin(), s.order.end());
+  tensors.emplace_back("sampler.order", Tensor::from_vector(order, {static_cast<std::int64_t>(order.size())}));
+  tensors.emplace_back("sampler.rng", words_to_tensor(s.rng));
+  std::map<std::string, std::string> metadata = {
+      {"format", kCheckpointFormat},
+      {"config", to_json(config_).dump()},
+      {"progress", progress_to_json(progress_).dump()},
+      {"optimizer", optimizer_->name()},
+      {"optimizer.steps", std::to_string(optimizer_->steps_taken())},
+      {"sampler.cursor", std::to_string(s.cursor)},
+      {"sampler.epoch", std::to_string(s.epoch)},
+  };
+  save_safetensors(path, tensors, metadata);
+}
+
+TrainConfig config_from_checkpoint(const std::string& path) {
+  const SafetensorsFile file = load_safetensors(path);
+  TG_CHECK(metadata_at(file, path, "format") == kCheckpointFormat,
+           "checkpoint {}: not a tapegrok run checkpoint (format '{}')", path, metadata_at(file, path, "format"));
+  return train_config_from_json(parse_json_metadata(file, path, "config"));
+}
+
+void Trainer::load_checkpoint(const std::string& path) {
+  const SafetensorsFile file = load_safetensors(path);
+  TG_CHECK(metadata_at(file, path, "format") == kCheckpointFormat,
+           "checkpoint {}: not a tapegrok run checkpoint (format '{}')", path, metadata_at(file, path, "format"));
+  // Everything that shapes the computation must match this run's settings.
+  const TrainConfig saved = train_config_from_json(parse_json_metadata(file, path, "config"));
+  auto same = [&](const char* what, auto a, auto b) {
+    TG_CHECK(a == b, "checkpoint {}: it was written with {} = {} but this run has {}", path, what, fmt::to_string(a),
+             fmt::to_string(b));
+  };
+  same("task", saved.task, config_.task);
+  same("modulus", saved.resolved_modulus(), config_.resolved_modulus());
+  same("layout", saved.layout, config_.layout);
+  same("train_fraction", saved.train_fraction, config_.train_fraction);
+  same("outer_fraction", saved.outer_fraction, config_.outer_fraction);
+  same("seed", saved.seed, config_.seed);
+  same("optimizer", metadata_at(file, path, "optimizer"), std::string(optimizer_->name()));
+  same("batch_size", saved.batch_size, config_.batch_size);
+
+  for (std::size_t i = 0; i < params_.size(); ++i) expect_tensor(file, params_.name(i), params_.dtype(), params_[i].shape());
+  std::map<std::string, Tensor> optimizer_state;
+  for (const auto& [key, buffer] : optimizer_->state()) {
+    expect_tensor(file, "optimizer." + key, buffer.dtype(), buffer.shape());
+    optimizer_state[key] = file.at("optimizer." + key);
+  }
+  expect_tensor(file, "sampler.rng", DType::i32, {8});
+  const Tensor& order_tensor = file.at("sampler.order");
+  TG_CHECK(order_tensor.dtype() == DType::i32 && order_tensor.dim() == 1,
+           "checkpoint {}: tensor 'sampler.order' must be i32 [n], got {}", path, order_tensor.str());
+  BatchSampler::State s;
+  s.rng = tensor_to_words(file.at("sampler.rng"));
+  for (std::int32_t v : order_tensor.to_vector<std::int32_t>()) s.order.push_back(v);
+  std::int64_t optimizer_steps = 0;
+  try {
+    s.cursor = std::stoll(metadata_at(file, path, "sampler.cursor"));
+    s.epoch = std::stoll(metadata_at(file, path, "sampler.epoch"));
+    optimizer_steps = std::stoll(metadata_at(file, path, "optimizer.steps"));
+  } catch (const std::logic_error&) {
+    throw Error(fmt::format("checkpoint {}: a sampler or optimizer counter in the metadata is not an integer", path));
+  }
+  RunProgress progress;
+  try {
+    progress = progress_from_json(parse_json_metadata(file, path, "progress"));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("checkpoint {}: metadata entry 'progress' is incomplete ({})", path, e.what()));
+  }
+
+  // All checks passed: apply. (The sampler validates its state before taking it.)
+  sampler_->set_state(s);
+  optimizer_->load_state(optimizer_state, optimizer_steps);
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    Tensor p = params_[i];
+    p.copy_from_(file.at(params_.name(i)));
+  }
+  progress_ = progress;
+}
+
+}  // namespace tg

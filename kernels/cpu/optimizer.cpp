@@ -1,0 +1,70 @@
+// Optimizer and clipping passes over flat parameter buffers. The arithmetic follows PyTorch's
+// single-tensor (foreach=False) Adam/AdamW/SGD so results agree with torch.optim to float rounding.
+#include <cmath>
+
+#include "kernels/cpu/kernels.h"
+
+namespace tg::cpu {
+
+template <class T>
+void adam_update(T* p, const T* g, T* m, T* v, std::int64_t n, const AdamStep& s) {
+  const T b1 = static_cast<T>(s.beta1), b2 = static_cast<T>(s.beta2), wd = static_cast<T>(s.weight_decay);
+  const T step_size = static_cast<T>(s.lr / s.bias_correction1);
+  const T sqrt_bc2 = static_cast<T>(std::sqrt(s.bias_correction2));
+  const T eps = static_cast<T>(s.eps), decay = static_cast<T>(1.0 - s.lr * s.weight_decay);
+  for (std::int64_t i = 0; i < n; ++i) {
+    T grad = g[i];
+    if (s.decoupled_weight_decay) {
+      p[i] *= decay;
+    } else {
+      grad += wd * p[i];
+    }
+    m[i] = b1 * m[i] + (T(1) - b1) * grad;
+    v[i] = b2 * v[i] + (T(1) - b2) * grad * grad;
+    p[i] -= step_size * m[i] / (std::sqrt(v[i]) / sqrt_bc2 + eps);
+  }
+}
+
+template <class T>
+void sgd_update(T* p, const T* g, T* buf, std::int64_t n, T lr, T momentum, T weight_decay, bool first_step) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const T grad = g[i] + weight_decay * p[i];
+    if (momentum != T(0)) {
+      buf[i] = first_step ? grad : momentum * buf[i] + grad;
+      p[i] -= lr * buf[i];
+    } else {
+      p[i] -= lr * grad;
+    }
+  }
+}
+
+template <class T>
+void clip_by_norm(T* x, std::int64_t n, T norm, T max_norm) {
+  const T coef = max_norm / (norm + T(1e-6));
+  if (coef >= T(1)) return;
+  for (std::int64_t i = 0; i < n; ++i) x[i] *= coef;
+}
+
+template <class T>
+void segmented_reduce(ReduceOp op, const T* x, const std::int64_t* offsets, std::int64_t segments, T* out) {
+  for (std::int64_t s = 0; s < segments; ++s) reduce_all(op, x + offsets[s], out + s, offsets[s + 1] - offsets[s]);
+}
+
+template <class T>
+void segmented_scale(T* x, const std::int64_t* offsets, std::int64_t segments, const T* scales) {
+  for (std::int64_t s = 0; s < segments; ++s) {
+    for (std::int64_t i = offsets[s]; i < offsets[s + 1]; ++i) x[i] *= scales[s];
+  }
+}
+
+#define TG_INSTANTIATE(T)                                                                                     \
+  template void adam_update<T>(T*, const T*, T*, T*, std::int64_t, const AdamStep&);                          \
+  template void sgd_update<T>(T*, const T*, T*, std::int64_t, T, T, T, bool);                                 \
+  template void clip_by_norm<T>(T*, std::int64_t, T, T);                                                      \
+  template void segmented_reduce<T>(ReduceOp, const T*, const std::int64_t*, std::int64_t, T*);               \
+  template void segmented_scale<T>(T*, const std::int64_t*, std::int64_t, const T*);
+TG_INSTANTIATE(float)
+TG_INSTANTIATE(double)
+#undef TG_INSTANTIATE
+
+}  // namespace tg::cpu

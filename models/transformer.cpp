@@ -1,0 +1,131 @@
+#include "models/transformer.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "engine/error.h"
+#include "engine/ops.h"
+
+namespace tg {
+
+BlockVariant parse_block_variant(const std::string& name) {
+  if (name == "reference") return BlockVariant::reference;
+  if (name == "prenorm") return BlockVariant::prenorm;
+  throw Error(fmt::format("block variant '{}': expected reference or prenorm", name));
+}
+
+const char* block_variant_name(BlockVariant v) { return v == BlockVariant::reference ? "reference" : "prenorm"; }
+
+Transformer::Transformer(TransformerConfig config) : config_(config) {
+  const auto& c = config_;
+  TG_CHECK(c.vocab >= 2, "transformer: vocabulary size must be at least 2, got {}", c.vocab);
+  TG_CHECK(c.seq_len >= 1, "transformer: sequence length must be at least 1, got {}", c.seq_len);
+  TG_CHECK(c.width >= 1 && c.heads >= 1 && c.width % c.heads == 0,
+           "transformer: width {} must be a positive multiple of heads {}", c.width, c.heads);
+  TG_CHECK(c.layers >= 0, "transformer: layers must be >= 0, got {}", c.layers);
+  TG_CHECK(c.mlp_ratio >= 1, "transformer: mlp ratio must be >= 1, got {}", c.mlp_ratio);
+}
+
+// Per layer, in this order (the index arithmetic in forward() relies on it).
+namespace {
+enum LayerParam : std::size_t {
+  kLn1Weight, kLn1Bias, kLn2Weight, kLn2Bias, kInProjWeight, kInProjBias, kOutProjWeight, kOutProjBias,
+  kMlp0Weight, kMlp0Bias, kMlp2Weight, kMlp2Bias, kPerLayer
+};
+constexpr std::size_t kTokenEmbeddings = 0, kPositionEmbeddings = 1, kFirstLayer = 2;
+}  // namespace
+
+std::vector<ParameterSpec> Transformer::parameter_specs() const {
+  const std::int64_t d = config_.width, v = config_.vocab, h = config_.mlp_ratio * d;
+  std::vector<ParameterSpec> s = {{"token_embeddings.weight", {v, d}}, {"position_embeddings.weight", {config_.seq_len, d}}};
+  for (std::int64_t i = 0; i < config_.layers; ++i) {
+    const std::string p = fmt::format("layers.{}.", i);
+    s.push_back({p + "ln_1.weight", {d}});
+    s.push_back({p + "ln_1.bias", {d}});
+    s.push_back({p + "ln_2.weight", {d}});
+    s.push_back({p + "ln_2.bias", {d}});
+    s.push_back({p + "attn.in_proj_weight", {3 * d, d}});
+    s.push_back({p + "attn.in_proj_bias", {3 * d}});
+    s.push_back({p + "attn.out_proj.weight", {d, d}});
+    s.push_back({p + "attn.out_proj.bias", {d}});
+    s.push_back({p + "mlp.0.weight", {h, d}});
+    s.push_back({p + "mlp.0.bias", {h}});
+    s.push_back({p + "mlp.2.weight", {d, h}});
+    s.push_back({p + "mlp.2.bias", {d}});
+  }
+  s.push_back({"ln_f.weight", {d}});
+  s.push_back({"ln_f.bias", {d}});
+  s.push_back({"head.weight", {v, d}});
+  return s;
+}
+
+void Transformer::initialize(const ParameterTable& params, Rng& rng) const {
+  TG_CHECK(params.size() == parameter_specs().size(), "transformer: parameter table has {} tensors, expected {}",
+           params.size(), parameter_specs().size());
+  NoGradGuard no_grad;
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const std::string& name = params.name(i);
+    const Tensor& p = params[i];
+    const Shape& s = p.shape();
+    auto ends_with = [&](const char* suffix) { return name.size() >= std::strlen(suffix) && name.ends_with(suffix); };
+    Tensor init;
+    if (ends_with("embeddings.weight")) {
+      init = normal_tensor(rng, s, 0.0, 1.0, p.dtype());  // nn.Embedding: N(0, 1)
+    } else if (ends_with("ln_1.weight") || ends_with("ln_2.weight") || ends_with("ln_f.weight")) {
+      init = Tensor::full(s, 1.0, p.dtype());  // nn.LayerNorm: weight 1, bias 0
+    } else if (ends_with("in_proj_weight")) {
+      const double bound = std::sqrt(6.0 / static_cast<double>(s[0] + s[1]));  // xavier_uniform_
+      init = uniform_tensor(rng, s, -bound, bound, p.dtype());
+    } else if (ends_with("in_proj_bias") || ends_with("out_proj.bias") || ends_with("ln_1.bias") ||
+               ends_with("ln_2.bias") || ends_with("ln_f.bias")) {
+      init = Tensor::zeros(s, p.dtype());  // nn.MultiheadAttention zeroes both projection biases
+    } else if (s.size() == 2) {
+      // nn.Linear weight: kaiming_uniform_(a = sqrt(5)) = U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+      const double bound = 1.0 / std::sqrt(static_cast<double>(s[1]));
+      init = uniform_tensor(rng, s, -bound, bound, p.dtype());
+    } else {
+      // nn.Linear bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in of the matching weight (just before it).
+      const Shape& w = params[i - 1].shape();
+      const double bound = 1.0 / std::sqrt(static_cast<double>(w[1]));
+      init = uniform_tensor(rng, s, -bound, bound, p.dtype());
+    }
+    Tensor dst = p;
+    dst.copy_from_(init);
+  }
+}
+
+Tensor Transformer::forward(const TensorList& p, const Tensor& ids) const {
+  const auto& c = config_;
+  TG_CHECK(p.size() == kFirstLayer + kPerLayer * static_cast<std::size_t>(c.layers) + 3,
+           "transformer: forward got {} parameter tensors, expected {}", p.size(), parameter_specs().size());
+  TG_CHECK(ids.dtype() == DType::i32 && ids.dim() == 2 && ids.size(1) == c.seq_len,
+           "transformer: ids must be i32 [B, {}], got {}", c.seq_len, ids.str());
+  const std::int64_t batch = ids.size(0), s = c.seq_len, d = c.width;
+
+  // [B, S, d] + [S, d] (broadcast over the batch)
+  Tensor x = add(embedding(ids, p[kTokenEmbeddings]), p[kPositionEmbeddings]);
+  for (std::int64_t layer = 0; layer < c.layers; ++layer) {
+    const Tensor* w = &p[kFirstLayer + kPerLayer * static_cast<std::size_t>(layer)];
+    auto attention = [&](const Tensor& h) {  // [B, S, d] -> [B, S, d]
+      Tensor qkv = linear(h, w[kInProjWeight], w[kInProjBias]);  // [B, S, 3d]
+      return linear(causal_self_attention(qkv, c.heads), w[kOutProjWeight], w[kOutProjBias]);
+    };
+    auto mlp = [&](const Tensor& h) {  // [B, S, d] -> [B, S, 4d] -> [B, S, d]
+      return linear(gelu(linear(h, w[kMlp0Weight], w[kMlp0Bias])), w[kMlp2Weight], w[kMlp2Bias]);
+    };
+    if (c.block == BlockVariant::reference) {
+      x = layernorm(x, w[kLn1Weight], w[kLn1Bias], c.ln_eps);  // the residual carries the normalised x
+      x = add(x, attention(x));
+    } else {
+      x = add(x, attention(layernorm(x, w[kLn1Weight], w[kLn1Bias], c.ln_eps)));
+    }
+    x = add(x, mlp(layernorm(x, w[kLn2Weight], w[kLn2Bias], c.ln_eps)));
+  }
+  const std::size_t f = kFirstLayer + kPerLayer * static_cast<std::size_t>(c.layers);
+  Tensor last = reshape(slice(x, 1, s - 1, 1), {batch, d});  // the answer position
+  return linear(layernorm(last, p[f], p[f + 1], c.ln_eps), p[f + 2]);  // [B, V]
+}
+
+}  // namespace tg

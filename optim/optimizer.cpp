@@ -1,0 +1,117 @@
+#include "optim/optimizer.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "engine/backend.h"
+#include "engine/error.h"
+#include "engine/ops.h"
+
+namespace tg {
+
+namespace {
+
+class Adam final : public Optimizer {
+ public:
+  Adam(const ParameterTable& params, AdamConfig config)
+      : config_(config), m_(params.zeros_like_flat()), v_(params.zeros_like_flat()) {}
+
+  const char* name() const override { return config_.decoupled_weight_decay ? "adamw" : "adam"; }
+
+  void step(const ParameterTable& params, double lr) override {
+    ++steps_;
+    AdamStep s;
+    s.lr = lr;
+    s.beta1 = config_.beta1;
+    s.beta2 = config_.beta2;
+    s.eps = config_.eps;
+    s.weight_decay = config_.weight_decay;
+    s.decoupled_weight_decay = config_.decoupled_weight_decay;
+    s.bias_correction1 = 1.0 - std::pow(config_.beta1, static_cast<double>(steps_));
+    s.bias_correction2 = 1.0 - std::pow(config_.beta2, static_cast<double>(steps_));
+    backend_for(params.device()).adam_update(params.flat_values(), params.flat_grads(), m_, v_, s);
+    params.flat_values().storage()->bump_version();
+  }
+
+  std::map<std::string, Tensor> state() const override { return {{"exp_avg", m_}, {"exp_avg_sq", v_}}; }
+
+  void load_state(const std::map<std::string, Tensor>& state, std::int64_t steps) override {
+    // Validate everything before changing anything.
+    TG_CHECK(steps >= 0, "adam state: negative step count {}", steps);
+    for (const char* key : {"exp_avg", "exp_avg_sq"}) {
+      TG_CHECK(state.count(key), "adam state: missing buffer '{}'", key);
+      TG_CHECK(state.at(key).numel() == m_.numel() && state.at(key).dtype() == m_.dtype(),
+               "adam state: buffer '{}' is {} but the model needs [{}] {}", key, state.at(key).str(), m_.numel(),
+               dtype_name(m_.dtype()));
+    }
+    m_.copy_from_(reshape(state.at("exp_avg"), m_.shape()));
+    v_.copy_from_(reshape(state.at("exp_avg_sq"), v_.shape()));
+    steps_ = steps;
+  }
+
+ private:
+  AdamConfig config_;
+  Tensor m_, v_;
+};
+
+class Sgd final : public Optimizer {
+ public:
+  Sgd(const ParameterTable& params, SgdConfig config) : config_(config) {
+    if (config.momentum != 0.0) buf_ = params.zeros_like_flat();
+  }
+
+  const char* name() const override { return "sgd"; }
+
+  void step(const ParameterTable& params, double lr) override {
+    backend_for(params.device())
+        .sgd_update(params.flat_values(), params.flat_grads(), buf_, lr, config_.momentum, config_.weight_decay,
+                    steps_ == 0);
+    params.flat_values().storage()->bump_version();
+    ++steps_;
+  }
+
+  std::map<std::string, Tensor> state() const override {
+    if (!buf_.defined()) return {};
+    return {{"momentum_buffer", buf_}};
+  }
+
+  void load_state(const std::map<std::string, Tensor>& state, std::int64_t steps) override {
+    TG_CHECK(steps >= 0, "sgd state: negative step count {}", steps);
+    if (buf_.defined()) {
+      TG_CHECK(state.count("momentum_buffer"), "sgd state: missing buffer 'momentum_buffer'");
+      const Tensor& b = state.at("momentum_buffer");
+      TG_CHECK(b.numel() == buf_.numel() && b.dtype() == buf_.dtype(),
+               "sgd state: buffer 'momentum_buffer' is {} but the model needs [{}]", b.str(), buf_.numel());
+      buf_.copy_from_(reshape(b, buf_.shape()));
+    }
+    steps_ = steps;
+  }
+
+ private:
+  SgdConfig config_;
+  Tensor buf_;
+};
+
+}  // namespace
+
+std::unique_ptr<Optimizer> make_adam(const ParameterTable& params, AdamConfig config) {
+  TG_CHECK(config.beta1 >= 0 && config.beta1 < 1 && config.beta2 >= 0 && config.beta2 < 1,
+           "adam: betas must lie in [0, 1), got ({}, {})", config.beta1, config.beta2);
+  TG_CHECK(config.eps > 0, "adam: eps must be positive, got {}", config.eps);
+  TG_CHECK(config.weight_decay >= 0, "adam: weight decay must be >= 0, got {}", config.weight_decay);
+  return std::make_unique<Adam>(params, config);
+}
+
+std::unique_ptr<Optimizer> make_sgd(const ParameterTable& params, SgdConfig config) {
+  TG_CHECK(config.momentum >= 0 && config.momentum < 1, "sgd: momentum must lie in [0, 1), got {}", config.momentum);
+  TG_CHECK(config.weight_decay >= 0, "sgd: weight decay must be >= 0, got {}", config.weight_decay);
+  return std::make_unique<Sgd>(params, config);
+}
+
+double warmup_lr(double lr, std::int64_t step, std::int64_t warmup_steps) {
+  if (warmup_steps <= 0) return lr;
+  return lr * std::min(1.0, static_cast<double>(step) / static_cast<double>(warmup_steps));
+}
+
+}  // namespace tg

@@ -1,0 +1,201 @@
+// The trainer: determinism, bit-identical resume, learning on an easy task, and clear errors for bad
+// settings and damaged checkpoints (which must leave the run untouched).
+#include <catch2/catch_test_macros.hpp>
+#include <catch2/matchers/catch_matchers_string.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
+
+#include "engine/safetensors.h"
+#include "experiments/trainer.h"
+#include "support.h"
+
+using namespace tg;
+using namespace tgtest;
+using Catch::Matchers::ContainsSubstring;
+namespace fs = std::filesystem;
+
+namespace {
+
+TrainConfig tiny(const std::string& run_dir) {
+  TrainConfig c;
+  c.task = "a+b";
+  c.modulus = 11;
+  c.width = 16;
+  c.heads = 2;
+  c.layers = 1;
+  c.batch_size = 16;
+  c.max_steps = 24;
+  c.eval_every = 8;
+  c.lr = 3e-3;
+  c.device = "cpu";
+  c.run_dir = run_dir;
+  c.progress = false;
+  return c;
+}
+
+std::string temp_dir(const std::string& name) {
+  const fs::path p = fs::temp_directory_path() / ("tapegrok_test_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p.string();
+}
+
+std::vector<double> flat(const Trainer& t) { return values(t.params().flat_values()); }
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+}  // namespace
+
+TEST_CASE("the same seed gives bit-identical runs; another seed does not", "[trainer][determinism]") {
+  const std::string dir = temp_dir("determinism");
+  Trainer a(tiny(dir + "/a")), b(tiny(dir + "/b"));
+  a.run();
+  b.run();
+  CHECK(flat(a) == flat(b));
+  CHECK(read_file(dir + "/a/metrics.jsonl").size() > 0);
+  // Metrics agree except wall time.
+  auto strip_time = [](std::string s) {
+    std::string out;
+    std::istringstream lines(s);
+    for (std::string line; std::getline(lines, line);) {
+      auto j = nlohmann::json::parse(line);
+      j.erase("wall_time");
+      out += j.dump() + "\n";
+    }
+    return out;
+  };
+  CHECK(strip_time(read_file(dir + "/a/metrics.jsonl")) == strip_time(read_file(dir + "/b/metrics.jsonl")));
+  TrainConfig other = tiny(dir + "/c");
+  other.seed = 1;
+  Trainer c(other);
+  c.run();
+  CHECK(flat(c) != flat(a));
+}
+
+TEST_CASE("resuming from a checkpoint reproduces the uninterrupted run bit for bit", "[trainer][checkpoint]") {
+  const std::string dir = temp_dir("resume");
+  for (const char* optimizer : {"adam", "sgd"}) {
+    CAPTURE(optimizer);
+    TrainConfig full = tiny(dir + "/full_" + optimizer);
+    full.optimizer = optimizer;
+    full.max_steps = 21;  // not a multiple of the epoch length: resume mid-epoch
+    Trainer uninterrupted(full);
+    uninterrupted.run();
+
+    TrainConfig first = full;
+    first.run_dir = dir + "/part_" + optimizer;
+    first.max_steps = 10;
+    Trainer part(first);
+    part.run();
+    TrainConfig second = first;
+    second.max_steps = 21;
+    Trainer resumed(second);
+    resumed.load_checkpoint(first.run_dir + "/checkpoint.safetensors");
+    CHECK(resumed.progress().step == 10);
+    resumed.run();
+    CHECK(flat(resumed) == flat(uninterrupted));
+    CHECK(values(resumed.optimizer().state().begin()->second) ==
+          values(uninterrupted.optimizer().state().begin()->second));
+  }
+}
+
+TEST_CASE("training learns an easy task", "[trainer]") {
+  TrainConfig c = tiny(temp_dir("learn"));
+  c.task = "a+b";
+  c.modulus = 11;
+  c.train_fraction = 0.8;
+  c.width = 32;
+  c.max_steps = 800;
+  c.eval_every = 200;
+  c.lr = 3e-3;
+  c.weight_decay = 0.0;
+  Trainer t(c);
+  const EvalStats before = t.evaluate(t.split().train);
+  t.run();
+  const EvalStats after = t.evaluate(t.split().train);
+  CHECK(after.loss < 0.5 * before.loss);
+  CHECK(after.accuracy > 0.9);
+}
+
+TEST_CASE("bad settings are rejected with the setting's name", "[trainer][errors]") {
+  const std::string dir = temp_dir("settings");
+  auto rejects = [&](auto change, const std::string& words) {
+    TrainConfig c = tiny(dir);
+    change(c);
+    CHECK_THROWS_WITH(Trainer(c), ContainsSubstring(words));
+  };
+  rejects([](TrainConfig& c) { c.optimizer = "rmsprop"; }, "--optimizer 'rmsprop'");
+  rejects([](TrainConfig& c) { c.lr = -1; }, "--lr");
+  rejects([](TrainConfig& c) { c.batch_size = 0; }, "--batch-size");
+  rejects([](TrainConfig& c) { c.device = "tpu"; }, "device 'tpu'");
+  rejects([](TrainConfig& c) { c.task = "a^b"; }, "task 'a^b'");
+  rejects([](TrainConfig& c) { c.train_fraction = 0; }, "train fraction 0");
+  rejects([](TrainConfig& c) { c.heads = 3; }, "width 16 must be a positive multiple of heads 3");
+  rejects([](TrainConfig& c) { c.block = "postnorm"; }, "block variant 'postnorm'");
+}
+
+TEST_CASE("damaged or mismatched checkpoints give clear errors and change nothing", "[trainer][checkpoint][errors]") {
+  const std::string dir = temp_dir("damaged");
+  TrainConfig c = tiny(dir + "/run");
+  c.max_steps = 8;
+  Trainer writer(c);
+  writer.run();
+  const std::string good = c.run_dir + "/checkpoint.safetensors";
+  const std::string bytes = read_file(good);
+
+  Trainer target(c);  // a fresh run the bad files must not modify
+  const std::vector<double> before = flat(target);
+  auto rejects = [&](const std::string& path, const std::string& words) {
+    CHECK_THROWS_WITH(target.load_checkpoint(path), ContainsSubstring(words));
+    CHECK(flat(target) == before);
+    CHECK(target.progress().step == 0);
+  };
+
+  rejects(dir + "/missing.safetensors", "missing.safetensors");
+  for (std::size_t cut : {std::size_t{3}, std::size_t{40}, bytes.size() / 2, bytes.size() - 1}) {
+    write_file(dir + "/truncated.safetensors", bytes.substr(0, cut));
+    rejects(dir + "/truncated.safetensors", "truncated.safetensors");
+  }
+  std::string corrupt = bytes;
+  corrupt[12] = '#';  // inside the JSON header
+  write_file(dir + "/corrupt.safetensors", corrupt);
+  rejects(dir + "/corrupt.safetensors", "corrupt.safetensors");
+
+  // A well-formed file from a different model: the error names the tensor and both shapes.
+  TrainConfig wider = c;
+  wider.width = 32;
+  wider.run_dir = dir + "/wider";
+  Trainer(wider).save_checkpoint(dir + "/wider.safetensors");
+  rejects(dir + "/wider.safetensors", "token_embeddings.weight");
+  // Another task or seed: the run's settings disagree.
+  TrainConfig seeded = c;
+  seeded.seed = 5;
+  Trainer(seeded).save_checkpoint(dir + "/seeded.safetensors");
+  rejects(dir + "/seeded.safetensors", "seed");
+  // A plain safetensors file that is not a run checkpoint.
+  save_safetensors(dir + "/plain.safetensors", {{"x", Tensor::zeros({2}, DType::f32)}});
+  rejects(dir + "/plain.safetensors", "metadata entry 'format' is missing");
+  // The good file still loads.
+  CHECK_NOTHROW(target.load_checkpoint(good));
+  CHECK(flat(target) == flat(writer));
+}
+
+TEST_CASE("a diverging run stops with a message naming the step", "[trainer][errors]") {
+  TrainConfig c = tiny(temp_dir("diverge"));
+  c.lr = 1e30;
+  c.optimizer = "sgd";
+  c.momentum = 0;
+  c.warmup_steps = 0;
+  Trainer t(c);
+  CHECK_THROWS_WITH(t.run(), ContainsSubstring("training diverged at step"));
+}
