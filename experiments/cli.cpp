@@ -119,12 +119,14 @@ int run_cli(int argc, char** argv) {
   TrainConfig dump_config;
   std::int64_t dump_batch = 16, dump_adam_steps = 0;
   std::string dump_out;
+  bool dump_hvp = false;
   CLI::App* dump = app.add_subcommand("dump-state", "write one batch's parameters, logits, loss and gradients");
   ConfigOptions dump_options(dump, dump_config);
   add_task_and_model_options(dump_options);
   dump->add_option("--batch", dump_batch, "examples in the batch (the first of the training split)")->capture_default_str();
   dump->add_option("--adam-steps", dump_adam_steps, "also record the losses of K Adam steps on the batch")
       ->capture_default_str();
+  dump->add_flag("--hvp", dump_hvp, "also store a Hessian-vector product of the loss (hvp.<name>)");
   dump->add_option("--out", dump_out, "output safetensors file")->required();
 
   try {
@@ -163,7 +165,7 @@ int run_cli(int argc, char** argv) {
       record("test", trainer.split().test);
       std::cout << result.dump(2) << std::endl;
     } else if (*dump) {
-      dump_state(dump_config, dump_batch, dump_adam_steps, dump_out);
+      dump_state(dump_config, dump_batch, dump_adam_steps, dump_hvp, dump_out);
       fmt::print("wrote {}\n", dump_out);
     }
   } catch (const std::exception& e) {

@@ -5,11 +5,13 @@
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/safetensors.h"
+#include "engine/second_order.h"
 #include "experiments/trainer.h"
 
 namespace tg {
 
-void dump_state(const TrainConfig& config, std::int64_t batch, std::int64_t adam_steps, const std::string& out) {
+void dump_state(const TrainConfig& config, std::int64_t batch, std::int64_t adam_steps, bool hvp,
+                const std::string& out) {
   TG_CHECK(batch >= 1, "dump-state: --batch must be at least 1, got {}", batch);
   TG_CHECK(adam_steps >= 0, "dump-state: --adam-steps must be >= 0, got {}", adam_steps);
   Trainer trainer(config);
@@ -35,6 +37,23 @@ void dump_state(const TrainConfig& config, std::int64_t batch, std::int64_t adam
   tensors.emplace_back("logits", logits.detach());
   tensors.emplace_back("loss", reshape(loss.detach(), {1}));
   for (std::size_t i = 0; i < params.size(); ++i) tensors.emplace_back("grad." + params.name(i), params[i].grad().clone());
+
+  if (hvp) {
+    // H v of the same mean loss for a random direction v (normal entries, seeded by the run seed).
+    Rng rng(config.seed + 1000);
+    TensorList v;
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      v.push_back(normal_tensor(rng, params[i].shape(), 0.0, 1.0, params.dtype(), params.device()));
+    }
+    tape().clear();
+    Tensor l = cross_entropy(trainer.model().forward(params.values(), ids), targets);
+    const TensorList hv = hessian_vector_product(l, params.values(), v);
+    tape().clear();
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      tensors.emplace_back("hvp.v." + params.name(i), v[i]);
+      tensors.emplace_back("hvp." + params.name(i), hv[i]);
+    }
+  }
 
   if (adam_steps > 0) {
     auto adam = make_adam(params, {0.9, 0.98, 1e-8, 0.0, false});

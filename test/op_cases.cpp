@@ -11,8 +11,8 @@ Tensor positive(Rng& rng, const Shape& s) { return random(rng, s, DType::f64, 0.
 
 std::vector<OpCase> build() {
   std::vector<OpCase> c;
-  auto add_case = [&](std::string name, std::function<TensorList(Rng&)> in, Function fn, bool second = true) {
-    c.push_back(OpCase{std::move(name), std::move(in), std::move(fn), second});
+  auto add_case = [&](std::string name, std::function<TensorList(Rng&)> in, Function fn) {
+    c.push_back(OpCase{std::move(name), std::move(in), std::move(fn)});
   };
 
   // ---- matrix products
@@ -85,10 +85,10 @@ std::vector<OpCase> build() {
   add_case(
       "layernorm",
       [](Rng& r) { return TensorList{random(r, {2, 3, 6}, DType::f64, -2, 2), random(r, {6}), random(r, {6})}; },
-      [](const TensorList& x) { return layernorm(x[0], x[1], x[2]); }, /*second_order=*/false);
+      [](const TensorList& x) { return layernorm(x[0], x[1], x[2]); });
   add_case(
       "causal_self_attention", [](Rng& r) { return TensorList{random(r, {2, 5, 12})}; },
-      [](const TensorList& x) { return causal_self_attention(x[0], 2); }, /*second_order=*/false);
+      [](const TensorList& x) { return causal_self_attention(x[0], 2); });
   add_case("embedding", [](Rng& r) { return TensorList{random_ids(r, {3, 4}, 6), random(r, {6, 5})}; },
            [](const TensorList& x) { return embedding(x[0], x[1]); });
 
@@ -119,8 +119,7 @@ std::vector<OpCase> build() {
         Tensor m = gelu(linear(a, x[6], x[7]));                     // [3, 4, 16]
         Tensor last = reshape(slice(m, 1, 3, 1), {3, 16});           // the answer position
         return cross_entropy(linear(last, x[8]), x[9]);
-      },
-      /*second_order=*/false);
+      });
   return c;
 }
 

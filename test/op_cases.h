@@ -13,7 +13,6 @@ struct OpCase {
   std::string name;
   std::function<TensorList(tg::Rng&)> inputs;  // f64 CPU tensors (i32 for ids/targets)
   Function fn;
-  bool second_order = true;  // false where the op's second derivative is not provided yet
 };
 
 const std::vector<OpCase>& op_cases();

@@ -1,5 +1,9 @@
 // LayerNorm over the last dimension: one fused kernel forward (saving per-row mean and 1/std), one
 // fused kernel backward producing dx, dgamma and dbeta together.
+//
+// Second order: when the backward pass is itself recorded (create_graph), the backward rule computes
+// the same gradients from differentiable primitives instead of the fused kernel, recomputing the
+// statistics from x, so every derivative of every order flows through the tape.
 #include "engine/ops.h"
 #include "engine/ops/op_checks.h"
 
@@ -9,10 +13,9 @@ using namespace detail;
 
 namespace {
 
-// (dx, dgamma, dbeta) of layernorm given dy. An op so that the tape can hold it; its own derivative
-// (second order through layernorm) is not provided yet and fails loudly.
-TensorList layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
-                              const Tensor& rstd) {
+// The fused first-order backward (not recorded). x, gamma contiguous.
+TensorList layernorm_backward_fused(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                                    const Tensor& rstd) {
   const std::int64_t c = x.size(-1), rows = x.numel() / c;
   Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor dgamma = Tensor::empty({c}, x.dtype(), x.device());
@@ -21,9 +24,22 @@ TensorList layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& g
   backend_of(x).layernorm_backward(dyc.as_strided({rows, c}, {c, 1}, dyc.offset()),
                                    x.as_strided({rows, c}, {c, 1}, x.offset()), gamma, mean, rstd,
                                    dx.as_strided({rows, c}, {c, 1}, 0), dgamma, dbeta);
-  TensorList outputs{dx, dgamma, dbeta};
-  tape().record("layernorm_backward", {dy, x, gamma}, outputs, no_backward_rule("layernorm_backward"));
-  return outputs;
+  return {dx, dgamma, dbeta};
+}
+
+// The same gradients from recorded primitives (differentiable to any order). With xhat = (x - mean) * rstd
+// and g = dy * gamma:  dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),
+// dgamma = sum over rows of dy * xhat,  dbeta = sum over rows of dy.
+TensorList layernorm_backward_composite(const Tensor& dy, const Tensor& x, const Tensor& gamma, double eps) {
+  const Tensor centered = sub(x, mean(x, -1, true));
+  const Tensor variance = mean(square(centered), -1, true);
+  const Tensor one = Tensor::full({}, 1.0, x.dtype(), x.device());
+  const Tensor rstd = div(one, sqrt(add_scalar(variance, eps)));
+  const Tensor xhat = mul(centered, rstd);
+  const Tensor g = mul(dy, gamma);
+  const Tensor dx = mul(rstd, sub(sub(g, mean(g, -1, true)), mul(xhat, mean(mul(g, xhat), -1, true))));
+  const Shape c{x.size(-1)};
+  return {dx, sum_to(mul(dy, xhat), c), sum_to(dy, c)};
 }
 
 }  // namespace
@@ -50,8 +66,9 @@ Tensor layernorm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doubl
   }
   TensorList outputs{y};
   tape().record("layernorm", {x, gamma, beta}, outputs,
-                [xc, gc, mean, rstd](const TensorList& g, const std::vector<bool>&) {
-                  return layernorm_backward(g[0], xc, gc, mean, rstd);
+                [x, gamma, xc, gc, mean, rstd, eps](const TensorList& g, const std::vector<bool>&) {
+                  if (grad_mode_enabled()) return layernorm_backward_composite(g[0], x, gamma, eps);
+                  return layernorm_backward_fused(g[0], xc, gc, mean, rstd);
                 });
   return outputs[0];
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch parity: for several model configurations, run `tapegrok dump-state` and check that the
 reference PyTorch model, loaded with the same weights, gives the same logits, loss, gradient of every
-parameter, and losses over successive Adam steps — within float32 tolerances.
+parameter, Hessian-vector product (autograd.grad with create_graph=True), and losses over successive
+Adam steps — within float32 tolerances.
 
 usage: check_parity.py TAPEGROK_BINARY WORK_DIR
 Exit code 77 (reported as skipped by ctest) when PyTorch is not installed."""
@@ -45,7 +46,8 @@ def flag(flags, name, default):
 
 def check(binary, work, name, flags, adam_steps=10):
     out = os.path.join(work, "dump_" + "".join(c if c.isalnum() else "_" for c in name) + ".safetensors")
-    cmd = [binary, "dump-state", *flags, "--batch", "64", "--adam-steps", str(adam_steps), "--out", out, "--device", "cpu"]
+    cmd = [binary, "dump-state", *flags, "--batch", "64", "--adam-steps", str(adam_steps), "--hvp", "--out", out,
+           "--device", "cpu"]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     t, _ = load_safetensors(out)
     ids = t["inputs"].long()
@@ -67,6 +69,16 @@ def check(binary, work, name, flags, adam_steps=10):
     errors = {"logits": rel(t["logits"], logits.detach()), "loss": rel(t["loss"], loss.detach().reshape(1))}
     worst_grad = max((rel(t["grad." + k], p.grad), k) for k, p in model.named_parameters())
     errors["grad (" + worst_grad[1] + ")"] = worst_grad[0]
+
+    # Hessian-vector product by double backward: d<grad L, v>/d params.
+    model.zero_grad()
+    named = dict(model.named_parameters())
+    names = list(named)
+    loss = torch.nn.functional.cross_entropy(model(ids), targets)
+    grads = torch.autograd.grad(loss, [named[k] for k in names], create_graph=True)
+    hv = torch.autograd.grad(grads, [named[k] for k in names], grad_outputs=[t["hvp.v." + k] for k in names])
+    worst_hvp = max((rel(t["hvp." + k], h), k) for k, h in zip(names, hv))
+    errors["hvp (" + worst_hvp[1] + ")"] = worst_hvp[0]
 
     # Adam on the same batch from the same start.
     model.load_state_dict(params, strict=True)
