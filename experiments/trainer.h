@@ -57,7 +57,7 @@ class Trainer {
   const TrainConfig& config() const { return config_; }
   const Dataset& dataset() const { return data_; }
   const Split& split() const { return split_; }
-  const Transformer& model() const { return *model_; }
+  const Model& model() const { return *model_; }
   const ParameterTable& params() const { return params_; }
   Optimizer& optimizer() { return *optimizer_; }
   const RunProgress& progress() const { return progress_; }
@@ -70,7 +70,7 @@ class Trainer {
   DType dtype_;
   Dataset data_;
   Split split_;
-  std::unique_ptr<Transformer> model_;
+  std::unique_ptr<Model> model_;
   ParameterTable params_;
   std::unique_ptr<Optimizer> optimizer_;
   std::unique_ptr<BatchSampler> sampler_;

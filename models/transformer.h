@@ -11,8 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/parameters.h"
-#include "engine/random.h"
+#include "models/model.h"
 
 namespace tg {
 
@@ -31,20 +30,21 @@ struct TransformerConfig {
   double ln_eps = 1e-5;
 };
 
-class Transformer {
+class Transformer final : public Model {
  public:
   explicit Transformer(TransformerConfig config);  // validates the config
 
+  const char* name() const override { return "transformer"; }
   const TransformerConfig& config() const { return config_; }
-  std::vector<ParameterSpec> parameter_specs() const;
+  std::vector<ParameterSpec> parameter_specs() const override;
 
   // PyTorch's default initialisation for each layer type (see transformer.cpp), drawn from rng.
-  void initialize(const ParameterTable& params, Rng& rng) const;
+  void initialize(const ParameterTable& params, Rng& rng) const override;
 
   // ids: i32 [B, S] -> logits [B, V] at the last position. `params` in parameter_specs() order: the
   // table's leaves for training, or any tensors of those shapes (e.g. parameters after a
   // differentiable optimizer step, when differentiating through training).
-  Tensor forward(const TensorList& params, const Tensor& ids) const;
+  Tensor forward(const TensorList& params, const Tensor& ids) const override;
 
  private:
   TransformerConfig config_;

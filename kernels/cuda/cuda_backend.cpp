@@ -1,0 +1,634 @@
+// The CUDA backend: unpacks tensors into raw pointers and sizes, calls the launchers of
+// kernels/cuda/launch.cuh on the backend's own stream, and turns every CUDA and cuBLAS failure into
+// a tg::Error naming the kernel, the tensors and the CUDA error.
+//
+// One non-blocking stream per GPU carries every kernel, copy and cuBLAS call, so stream order makes
+// it safe for the caching allocator to hand a block freed on the host to the next kernel. Scratch
+// buffers (CUB temporaries, two-stage reduction partials) come from the same allocator.
+#include "kernels/cuda/cuda_backend.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <fmt/format.h>
+
+#include <atomic>
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <initializer_list>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "engine/error.h"
+#include "kernels/cuda/cuda_runtime_query.h"
+#include "kernels/cuda/launch.cuh"
+
+namespace tg::cuda {
+
+namespace {
+
+// ---------------------------------------------------------------- error text
+
+std::string cuda_error_text(cudaError_t err) {
+  return fmt::format("{} ({})", cudaGetErrorString(err), cudaGetErrorName(err));
+}
+
+// Kernel faults surface at a later CUDA call; say so unless the error is about the call itself.
+const char* async_hint(cudaError_t err) {
+  switch (err) {
+    case cudaErrorInvalidValue:
+    case cudaErrorInvalidConfiguration:
+    case cudaErrorLaunchOutOfResources:
+    case cudaErrorInvalidDeviceFunction:
+    case cudaErrorNoKernelImageForDevice:
+    case cudaErrorMemoryAllocation:
+    case cudaErrorInvalidDevice:
+    case cudaErrorInsufficientDriver:
+    case cudaErrorNoDevice:
+      return "";
+    default:
+      return " [kernels run asynchronously, so an earlier kernel may have caused this; run with "
+             "CUDA_LAUNCH_BLOCKING=1 to find it]";
+  }
+}
+
+const char* cublas_status_text(cublasStatus_t status) { return cublasGetStatusString(status); }
+const char* cublas_status_name(cublasStatus_t status) { return cublasGetStatusName(status); }
+
+// ---------------------------------------------------------------- raw device memory
+
+void* raw_alloc(std::size_t nbytes) {
+  void* ptr = nullptr;
+  const cudaError_t err = cudaMalloc(&ptr, nbytes);
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();  // clear it: the caching allocator frees its cache, retries, then reports
+    return nullptr;
+  }
+  if (err != cudaSuccess) {
+    throw Error(fmt::format("cudaMalloc of {} bytes failed: {}{}", nbytes, cuda_error_text(err), async_hint(err)));
+  }
+  return ptr;
+}
+
+void raw_free(void* ptr) {
+  // Only reached when the cache is emptied (out-of-memory retry). A kernel still in flight may use
+  // the block: finish all work first. Errors here cannot be acted on; clear them.
+  if (cudaDeviceSynchronize() != cudaSuccess) cudaGetLastError();
+  if (cudaFree(ptr) != cudaSuccess) cudaGetLastError();
+}
+
+// ---------------------------------------------------------------- tensor arguments
+
+enum class Want { f32, i32, word /* f32 or i32: 4-byte moves */ };
+
+struct Arg {
+  const char* name;
+  const Tensor& t;
+  Want want = Want::f32;
+  bool contiguous = true;
+};
+using Args = std::initializer_list<Arg>;
+
+std::string describe(Args args) {
+  std::string s;
+  for (const Arg& a : args) {
+    if (!s.empty()) s += ", ";
+    s += fmt::format("{} {}", a.name, a.t.str());
+  }
+  return s;
+}
+
+// The kernels' view of a tensor: size-1 dimensions dropped, dimensions that are contiguous with
+// each other merged (as the CPU backend does), so most views become one or two dimensions.
+Layout make_layout(const char* op, const Tensor& t) {
+  Layout v;
+  for (std::int64_t d = 0; d < t.dim(); ++d) {
+    const std::int64_t size = t.shape()[static_cast<std::size_t>(d)];
+    const std::int64_t stride = t.strides()[static_cast<std::size_t>(d)];
+    if (size == 1) continue;
+    if (v.rank > 0 && v.strides[v.rank - 1] == stride * size) {
+      v.shape[v.rank - 1] *= size;
+      v.strides[v.rank - 1] = stride;
+      continue;
+    }
+    TG_CHECK(v.rank < kMaxDims, "cuda kernel {}: {} has more than {} non-mergeable dimensions", op, t.str(), kMaxDims);
+    v.shape[v.rank] = size;
+    v.strides[v.rank] = stride;
+    ++v.rank;
+  }
+  return v;
+}
+
+// How an elementwise kernel reads (or writes) a tensor of the output's logical shape.
+Operand make_operand(const char* op, const Tensor& t) {
+  Operand o;
+  o.layout = make_layout(op, t);
+  const Layout& l = o.layout;
+  if (l.rank == 0 || (l.rank == 1 && l.strides[0] == 0)) {
+    o.access = Access::scalar;
+  } else if (l.rank == 1 && l.strides[0] == 1) {
+    o.access = Access::flat;
+  } else if (l.rank == 2 && l.strides[0] == 0 && l.strides[1] == 1) {
+    o.access = Access::row;
+    o.row_length = l.shape[1];
+  } else {
+    o.access = Access::strided;
+  }
+  return o;
+}
+
+UnaryCode unary_code(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::neg: return UnaryCode::neg;
+    case UnaryOp::exp: return UnaryCode::exp;
+    case UnaryOp::log: return UnaryCode::log;
+    case UnaryOp::abs: return UnaryCode::abs;
+    case UnaryOp::sqrt: return UnaryCode::sqrt;
+    case UnaryOp::square: return UnaryCode::square;
+    case UnaryOp::sign: return UnaryCode::sign;
+    case UnaryOp::relu: return UnaryCode::relu;
+    case UnaryOp::gelu: return UnaryCode::gelu;
+    case UnaryOp::gelu_grad2: return UnaryCode::gelu_grad2;
+    case UnaryOp::affine: return UnaryCode::affine;
+  }
+  throw Error("cuda kernel unary: unknown unary op");
+}
+
+BinaryCode binary_code(BinaryOp op) {
+  switch (op) {
+    case BinaryOp::add: return BinaryCode::add;
+    case BinaryOp::sub: return BinaryCode::sub;
+    case BinaryOp::mul: return BinaryCode::mul;
+    case BinaryOp::div: return BinaryCode::div;
+  }
+  throw Error("cuda kernel binary: unknown binary op");
+}
+
+template <class T> T* ptr(const Tensor& t) { return static_cast<T*>(t.raw_data()); }
+
+// ---------------------------------------------------------------- the backend
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int index)
+      : index_(index), name_(fmt::format("cuda:{}", index)), allocator_(name_, raw_alloc, raw_free) {
+    activate();
+    int optin = 0;
+    check_call(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, index_),
+               "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)");
+    check_call(configure_kernels(optin, limits_), "configure_kernels (cudaFuncSetAttribute)");
+    check_call(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+    check_cublas(cublasCreate(&cublas_), "cublasCreate", {});
+    check_cublas(cublasSetStream(cublas_, stream_), "cublasSetStream", {});
+    // Plain FP32 arithmetic (no TF32), so products stay within float rounding of the float64 reference.
+    check_cublas(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode", {});
+  }
+  // Never destroyed (see backend()): no destructor releases the stream or the handle.
+
+  const char* name() const override { return name_.c_str(); }
+
+  Allocator& allocator() override {
+    activate();  // cudaMalloc allocates on the current device
+    return allocator_;
+  }
+
+  void synchronize() override {
+    activate();
+    check_call(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+  }
+
+  // ---- memory
+
+  void copy_from_host(void* dst, const void* src, std::size_t nbytes) override {
+    if (nbytes == 0) return;
+    activate();
+    check_copy(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, stream_), "copy_from_host", nbytes);
+    check_copy(cudaStreamSynchronize(stream_), "copy_from_host", nbytes);
+  }
+
+  void copy_to_host(void* dst, const void* src, std::size_t nbytes) override {
+    if (nbytes == 0) return;
+    activate();
+    check_copy(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, stream_), "copy_to_host", nbytes);
+    check_copy(cudaStreamSynchronize(stream_), "copy_to_host", nbytes);
+  }
+
+  void fill_bytes(void* dst, unsigned char byte, std::size_t nbytes) override {
+    if (nbytes == 0) return;
+    activate();
+    check_copy(cudaMemsetAsync(dst, byte, nbytes, stream_), "fill_bytes", nbytes);
+  }
+
+  void fill(const Tensor& out, double value) override {
+    const Args args = {{"out", out, Want::word, false}};
+    prepare("fill", args);
+    std::uint32_t bits = 0;
+    if (out.dtype() == DType::i32) {
+      const auto v = static_cast<std::int32_t>(value);
+      std::memcpy(&bits, &v, sizeof bits);
+    } else {
+      const auto v = static_cast<float>(value);
+      std::memcpy(&bits, &v, sizeof bits);
+    }
+    check_kernel(launch_fill(ptr<std::uint32_t>(out), make_operand("fill", out), bits, out.numel(), stream_), "fill",
+                 args);
+  }
+
+  void copy(const Tensor& src, const Tensor& dst) override {
+    const Args args = {{"src", src, Want::word, false}, {"dst", dst, Want::word, false}};
+    prepare("copy", args);
+    TG_CHECK(src.dtype() == dst.dtype() && src.numel() == dst.numel(), "cuda kernel copy: {} does not match {}",
+             src.str(), dst.str());
+    check_kernel(launch_copy(ptr<const std::uint32_t>(src), make_operand("copy", src), ptr<std::uint32_t>(dst),
+                             make_operand("copy", dst), dst.numel(), stream_),
+                 "copy", args);
+  }
+
+  void convert(const Tensor& src, const Tensor& dst) override {
+    const Args args = {{"src", src, Want::word}, {"dst", dst, Want::word}};
+    prepare("convert", args);
+    throw Error(fmt::format("cuda kernel convert: {} to {} is not supported on the GPU ({} -> {})",
+                            dtype_name(src.dtype()), dtype_name(dst.dtype()), src.str(), dst.str()));
+  }
+
+  // ---- dense algebra
+
+  void gemm(const Tensor& a, const Tensor& b, const Tensor& out, bool ta, bool tb, double alpha,
+            double beta) override {
+    const Args args = {{"a", a}, {"b", b}, {"out", out}};
+    prepare("gemm", args);
+    const std::int64_t r = a.dim();
+    TG_CHECK((r == 2 || r == 3) && b.dim() == r && out.dim() == r, "cuda kernel gemm: unsupported ranks ({})",
+             describe(args));
+    const std::int64_t batch = r == 3 ? a.size(0) : 1;
+    const std::int64_t m = out.size(r - 2), n = out.size(r - 1);
+    const std::int64_t k = ta ? a.size(r - 2) : a.size(r - 1);
+    if (batch == 0 || m == 0 || n == 0) return;
+    TG_CHECK(m <= INT_MAX && n <= INT_MAX && k <= INT_MAX && batch <= INT_MAX,
+             "cuda kernel gemm: dimensions exceed cuBLAS's int range ({})", describe(args));
+    const float al = static_cast<float>(alpha), be = static_cast<float>(beta);
+    // Row-major out = op(a) op(b) is column-major out^T = op(b)^T op(a)^T: pass b first.
+    const cublasOperation_t op_b = tb ? CUBLAS_OP_T : CUBLAS_OP_N, op_a = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const int M = static_cast<int>(m), N = static_cast<int>(n), K = static_cast<int>(k);
+    const int ldb = tb ? K : N, lda = ta ? M : K;
+    if (batch == 1) {
+      check_cublas(cublasSgemm(cublas_, op_b, op_a, N, M, K, &al, ptr<const float>(b), ldb, ptr<const float>(a), lda,
+                               &be, ptr<float>(out), N),
+                   "cublasSgemm", args);
+    } else {
+      check_cublas(cublasSgemmStridedBatched(cublas_, op_b, op_a, N, M, K, &al, ptr<const float>(b), ldb,
+                                             static_cast<long long>(k) * n, ptr<const float>(a), lda,
+                                             static_cast<long long>(m) * k, &be, ptr<float>(out), N,
+                                             static_cast<long long>(m) * n, static_cast<int>(batch)),
+                   "cublasSgemmStridedBatched", args);
+    }
+  }
+
+  // ---- elementwise
+
+  void unary(UnaryOp op, const Tensor& x, const Tensor& out, double alpha, double beta) override {
+    const Args args = {{"x", x}, {"out", out}};
+    prepare(unary_op_name(op), args);
+    check_kernel(launch_unary(unary_code(op), ptr<const float>(x), ptr<float>(out), x.numel(),
+                              static_cast<float>(alpha), static_cast<float>(beta), stream_),
+                 unary_op_name(op), args);
+  }
+
+  void activation_backward(UnaryOp act, const Tensor& x, const Tensor& dy, const Tensor& dx) override {
+    const Args args = {{"x", x}, {"dy", dy}, {"dx", dx}};
+    prepare("activation_backward", args);
+    TG_CHECK(act == UnaryOp::relu || act == UnaryOp::gelu,
+             "cuda kernel activation_backward: {} is not an activation with a backward kernel", unary_op_name(act));
+    check_kernel(launch_activation_backward(unary_code(act), ptr<const float>(x), ptr<const float>(dy),
+                                            ptr<float>(dx), x.numel(), stream_),
+                 act == UnaryOp::relu ? "relu_backward" : "gelu_backward", args);
+  }
+
+  void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) override {
+    const Args args = {{"a", a, Want::f32, false}, {"b", b, Want::f32, false}, {"out", out}};
+    const char* name = binary_op_name(op);
+    prepare(name, args);
+    check_kernel(launch_binary(binary_code(op), ptr<const float>(a), make_operand(name, a), ptr<const float>(b),
+                               make_operand(name, b), ptr<float>(out), out.numel(), stream_),
+                 name, args);
+  }
+
+  // ---- reductions
+
+  void reduce_dim(ReduceOp op, const Tensor& x, const Tensor& out, std::int64_t outer, std::int64_t reduce,
+                  std::int64_t inner) override {
+    const Args args = {{"x", x}, {"out", out}};
+    prepare("reduce_dim", args);
+    check_kernel(launch_reduce_dim(op == ReduceOp::sum_squares, ptr<const float>(x), ptr<float>(out), outer, reduce,
+                                   inner, stream_),
+                 "reduce_dim", args);
+  }
+
+  void reduce_all(ReduceOp op, const Tensor& x, const Tensor& out) override {
+    const Args args = {{"x", x}, {"out", out}};
+    prepare("reduce_all", args);
+    const std::int64_t n = x.numel();
+    const std::size_t bytes = reduce_all_workspace_bytes(n);
+    Scratch scratch(allocator_, bytes);
+    check_kernel(launch_reduce_all(op == ReduceOp::sum_squares, ptr<const float>(x), ptr<float>(out), n,
+                                   scratch.get(), bytes, stream_),
+                 "reduce_all", args);
+  }
+
+  void argmax_lastdim(const Tensor& x, const Tensor& out) override {
+    const Args args = {{"x", x}, {"out", out, Want::i32}};
+    prepare("argmax", args);
+    TG_CHECK(x.dim() == 2, "cuda kernel argmax: x must be [rows, n], got {}", x.str());
+    check_kernel(launch_argmax_lastdim(ptr<const float>(x), ptr<std::int32_t>(out), x.size(0), x.size(1), stream_),
+                 "argmax", args);
+  }
+
+  // ---- flat-buffer passes
+
+  void adam_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                   const AdamStep& s) override {
+    const Args args = {{"param", param}, {"grad", grad}, {"m", m}, {"v", v}};
+    prepare("adam_update", args);
+    AdamConstants c{};
+    c.beta1 = static_cast<float>(s.beta1);
+    c.beta2 = static_cast<float>(s.beta2);
+    c.weight_decay = static_cast<float>(s.weight_decay);
+    c.step_size = static_cast<float>(s.lr / s.bias_correction1);
+    c.sqrt_bc2 = static_cast<float>(std::sqrt(s.bias_correction2));
+    c.eps = static_cast<float>(s.eps);
+    c.decay = static_cast<float>(1.0 - s.lr * s.weight_decay);
+    c.decoupled = s.decoupled_weight_decay;
+    check_kernel(launch_adam_update(ptr<float>(param), ptr<const float>(grad), ptr<float>(m), ptr<float>(v),
+                                    param.numel(), c, stream_),
+                 "adam_update", args);
+  }
+
+  void sgd_update(const Tensor& param, const Tensor& grad, const Tensor& buf, double lr, double momentum,
+                  double weight_decay, bool first_step) override {
+    const Args args = {{"param", param}, {"grad", grad}};
+    prepare("sgd_update", args);
+    float* buf_ptr = nullptr;
+    if (buf.defined()) {
+      prepare("sgd_update", {{"momentum_buffer", buf}});
+      buf_ptr = ptr<float>(buf);
+    }
+    TG_CHECK(momentum == 0.0 || buf_ptr != nullptr, "cuda kernel sgd_update: momentum {} needs a momentum buffer",
+             momentum);
+    check_kernel(launch_sgd_update(ptr<float>(param), ptr<const float>(grad), buf_ptr, param.numel(),
+                                   static_cast<float>(lr), static_cast<float>(momentum),
+                                   static_cast<float>(weight_decay), first_step, stream_),
+                 "sgd_update", args);
+  }
+
+  void clip_by_norm(const Tensor& x, const Tensor& norm, double max_norm) override {
+    const Args args = {{"x", x}, {"norm", norm}};
+    prepare("clip_by_norm", args);
+    TG_CHECK(norm.numel() == 1, "cuda kernel clip_by_norm: norm must have one element, got {}", norm.str());
+    check_kernel(launch_clip_by_norm(ptr<float>(x), x.numel(), ptr<const float>(norm), static_cast<float>(max_norm),
+                                     stream_),
+                 "clip_by_norm", args);
+  }
+
+  void segmented_reduce(ReduceOp op, const Tensor& x, const std::vector<std::int64_t>& offsets,
+                        const Tensor& out) override {
+    const Args args = {{"x", x}, {"out", out}};
+    prepare("segmented_reduce", args);
+    const std::int64_t segments = check_offsets("segmented_reduce", x, offsets, out.numel());
+    check_kernel(launch_segmented_reduce(op == ReduceOp::sum_squares, ptr<const float>(x), offsets.data(), segments,
+                                         ptr<float>(out), stream_),
+                 "segmented_reduce", args);
+  }
+
+  void segmented_scale(const Tensor& x, const std::vector<std::int64_t>& offsets, const Tensor& scales) override {
+    const Args args = {{"x", x}, {"scales", scales}};
+    prepare("segmented_scale", args);
+    const std::int64_t segments = check_offsets("segmented_scale", x, offsets, scales.numel());
+    check_kernel(
+        launch_segmented_scale(ptr<float>(x), offsets.data(), segments, ptr<const float>(scales), stream_),
+        "segmented_scale", args);
+  }
+
+  // ---- fused model kernels
+
+  void softmax_forward(const Tensor& x, const Tensor& y) override {
+    const Args args = {{"x", x}, {"y", y}};
+    prepare("softmax_forward", args);
+    check_kernel(launch_softmax_forward(ptr<const float>(x), ptr<float>(y), x.size(0), x.size(1), stream_),
+                 "softmax_forward", args);
+  }
+
+  void softmax_backward(const Tensor& y, const Tensor& dy, const Tensor& dx) override {
+    const Args args = {{"y", y}, {"dy", dy}, {"dx", dx}};
+    prepare("softmax_backward", args);
+    check_kernel(launch_softmax_backward(ptr<const float>(y), ptr<const float>(dy), ptr<float>(dx), y.size(0),
+                                         y.size(1), stream_),
+                 "softmax_backward", args);
+  }
+
+  void layernorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, const Tensor& y,
+                         const Tensor& mean, const Tensor& rstd) override {
+    const Args args = {{"x", x}, {"gamma", gamma}, {"beta", beta}, {"y", y}, {"mean", mean}, {"rstd", rstd}};
+    prepare("layernorm_forward", args);
+    check_kernel(launch_layernorm_forward(ptr<const float>(x), ptr<const float>(gamma), ptr<const float>(beta),
+                                          static_cast<float>(eps), ptr<float>(y), ptr<float>(mean), ptr<float>(rstd),
+                                          x.size(0), x.size(1), stream_),
+                 "layernorm_forward", args);
+  }
+
+  void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                          const Tensor& rstd, const Tensor& dx, const Tensor& dgamma, const Tensor& dbeta) override {
+    const Args args = {{"dy", dy},     {"x", x},   {"gamma", gamma},   {"mean", mean},
+                       {"rstd", rstd}, {"dx", dx}, {"dgamma", dgamma}, {"dbeta", dbeta}};
+    prepare("layernorm_backward", args);
+    const std::int64_t rows = x.size(0), c = x.size(1);
+    const std::size_t bytes = layernorm_backward_workspace_bytes(rows, c);
+    Scratch scratch(allocator_, bytes);
+    check_kernel(launch_layernorm_backward(ptr<const float>(dy), ptr<const float>(x), ptr<const float>(gamma),
+                                           ptr<const float>(mean), ptr<const float>(rstd), ptr<float>(dx),
+                                           ptr<float>(dgamma), ptr<float>(dbeta), rows, c, scratch.get(), bytes,
+                                           stream_),
+                 "layernorm_backward", args);
+  }
+
+  void attention_forward(const Tensor& qkv, std::int64_t n_heads, const Tensor& y, const Tensor& probs) override {
+    const Args args = {{"qkv", qkv}, {"y", y}, {"probs", probs}};
+    prepare("attention_forward", args);
+    check_kernel(launch_attention_forward(ptr<const float>(qkv), ptr<float>(y), ptr<float>(probs), qkv.size(0),
+                                          qkv.size(1), qkv.size(2) / 3, n_heads, limits_, stream_),
+                 "attention_forward", args);
+  }
+
+  void attention_backward(const Tensor& dy, const Tensor& qkv, const Tensor& probs, std::int64_t n_heads,
+                          const Tensor& dqkv) override {
+    const Args args = {{"dy", dy}, {"qkv", qkv}, {"probs", probs}, {"dqkv", dqkv}};
+    prepare("attention_backward", args);
+    const std::int64_t b = qkv.size(0), t = qkv.size(1), c = qkv.size(2) / 3;
+    const std::size_t bytes = attention_backward_workspace_bytes(b, t, c, n_heads, limits_);
+    Scratch scratch(allocator_, bytes);
+    check_kernel(launch_attention_backward(ptr<const float>(dy), ptr<const float>(qkv), ptr<const float>(probs),
+                                           ptr<float>(dqkv), b, t, c, n_heads, limits_, scratch.get(),
+                                           bytes, stream_),
+                 "attention_backward", args);
+  }
+
+  void embedding_forward(const Tensor& ids, const Tensor& weight, const Tensor& out) override {
+    const Args args = {{"ids", ids, Want::i32}, {"weight", weight}, {"out", out}};
+    prepare("embedding_forward", args);
+    check_kernel(launch_embedding_forward(ptr<const std::int32_t>(ids), ptr<const float>(weight), ptr<float>(out),
+                                          ids.numel(), weight.size(1), stream_),
+                 "embedding_forward", args);
+  }
+
+  void embedding_backward(const Tensor& ids, const Tensor& dout, const Tensor& dweight) override {
+    const Args args = {{"ids", ids, Want::i32}, {"dout", dout}, {"dweight", dweight}};
+    prepare("embedding_backward", args);
+    check_kernel(launch_embedding_backward(ptr<const std::int32_t>(ids), ptr<const float>(dout), ptr<float>(dweight),
+                                           ids.numel(), dweight.size(0), dweight.size(1), stream_),
+                 "embedding_backward", args);
+  }
+
+  void cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& losses,
+                             const Tensor& lse) override {
+    const Args args = {{"logits", logits}, {"targets", targets, Want::i32}, {"losses", losses}, {"lse", lse}};
+    prepare("cross_entropy_forward", args);
+    check_kernel(launch_cross_entropy_forward(ptr<const float>(logits), ptr<const std::int32_t>(targets),
+                                              ptr<float>(losses), ptr<float>(lse), logits.size(0), logits.size(1),
+                                              stream_),
+                 "cross_entropy_forward", args);
+  }
+
+  void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, const Tensor& dloss,
+                              double scale, const Tensor& dlogits) override {
+    const Args args = {{"logits", logits}, {"targets", targets, Want::i32}, {"lse", lse},
+                       {"dloss", dloss},   {"dlogits", dlogits}};
+    prepare("cross_entropy_backward", args);
+    TG_CHECK(dloss.numel() == 1, "cuda kernel cross_entropy_backward: dloss must have one element, got {}",
+             dloss.str());
+    // dloss stays on the device: the kernel reads it.
+    check_kernel(launch_cross_entropy_backward(ptr<const float>(logits), ptr<const std::int32_t>(targets),
+                                               ptr<const float>(lse), ptr<const float>(dloss), scale,
+                                               ptr<float>(dlogits), logits.size(0), logits.size(1), stream_),
+                 "cross_entropy_backward", args);
+  }
+
+ private:
+  // Device memory for one call's temporaries, returned to the cache when the call returns. Safe
+  // while kernels still run: every later user of the block is queued behind them on the stream.
+  class Scratch {
+   public:
+    Scratch(CachingAllocator& allocator, std::size_t nbytes)
+        : allocator_(allocator), nbytes_(nbytes), ptr_(nbytes > 0 ? allocator.allocate(nbytes) : nullptr) {}
+    ~Scratch() {
+      if (ptr_ != nullptr) allocator_.deallocate(ptr_, nbytes_);
+    }
+    Scratch(const Scratch&) = delete;
+    Scratch& operator=(const Scratch&) = delete;
+    void* get() const { return ptr_; }
+
+   private:
+    CachingAllocator& allocator_;
+    std::size_t nbytes_;
+    void* ptr_;
+  };
+
+  // Makes this GPU current for the calling thread (the runtime's current device is per thread).
+  void activate() {
+    thread_local int current = -1;
+    if (current == index_) return;
+    check_call(cudaSetDevice(index_), "cudaSetDevice");
+    current = index_;
+  }
+
+  // Validates the arguments of a kernel (dtype, device, contiguity) and makes this GPU current.
+  void prepare(const char* op, Args args) {
+    for (const Arg& a : args) {
+      TG_CHECK(a.t.defined(), "cuda kernel {}: {} is undefined", op, a.name);
+      TG_CHECK(a.t.dtype() != DType::f64, "f64 tensors are CPU-only (op {}: {} is {})", op, a.name, a.t.str());
+      TG_CHECK(a.t.device() == Device::cuda(index_), "cuda kernel {} on {}: {} is {}", op, name_, a.name, a.t.str());
+      const bool dtype_ok = a.want == Want::word || (a.want == Want::f32 && a.t.dtype() == DType::f32) ||
+                            (a.want == Want::i32 && a.t.dtype() == DType::i32);
+      TG_CHECK(dtype_ok, "cuda kernel {}: {} must be {}, got {}", op, a.name, a.want == Want::i32 ? "i32" : "f32",
+               a.t.str());
+      TG_CHECK(!a.contiguous || a.t.is_contiguous(), "cuda kernel {}: {} must be contiguous, got {} with strides {}",
+               op, a.name, a.t.str(), shape_str(a.t.strides()));
+    }
+    activate();
+  }
+
+  // Offsets [segments + 1], non-decreasing, inside x; returns the number of segments.
+  std::int64_t check_offsets(const char* op, const Tensor& x, const std::vector<std::int64_t>& offsets,
+                             std::int64_t per_segment_values) {
+    TG_CHECK(!offsets.empty(), "cuda kernel {}: no segment offsets", op);
+    const auto segments = static_cast<std::int64_t>(offsets.size()) - 1;
+    TG_CHECK(per_segment_values == segments, "cuda kernel {}: {} segments but {} per-segment values", op, segments,
+             per_segment_values);
+    TG_CHECK(offsets.front() >= 0 && offsets.back() <= x.numel(),
+             "cuda kernel {}: offsets [{}, {}] outside x {}", op, offsets.front(), offsets.back(), x.str());
+    for (std::size_t s = 1; s < offsets.size(); ++s) {
+      TG_CHECK(offsets[s] >= offsets[s - 1], "cuda kernel {}: offsets decrease at segment {}", op, s - 1);
+    }
+    return segments;
+  }
+
+  void check_call(cudaError_t err, const char* call) const {
+    if (err == cudaSuccess) return;
+    throw Error(fmt::format("cuda {} on {}: {}{}", call, name_, cuda_error_text(err), async_hint(err)));
+  }
+
+  void check_copy(cudaError_t err, const char* op, std::size_t nbytes) const {
+    if (err == cudaSuccess) return;
+    throw Error(fmt::format("cuda {} of {} bytes on {}: {}{}", op, nbytes, name_, cuda_error_text(err),
+                            async_hint(err)));
+  }
+
+  void check_kernel(cudaError_t err, const char* kernel, Args args) const {
+    if (err == cudaSuccess) return;
+    throw Error(fmt::format("cuda kernel {} on {}: {}{}", kernel, describe(args), cuda_error_text(err),
+                            async_hint(err)));
+  }
+
+  void check_cublas(cublasStatus_t status, const char* call, Args args) const {
+    if (status == CUBLAS_STATUS_SUCCESS) return;
+    const std::string on = args.size() > 0 ? describe(args) : name_;
+    throw Error(fmt::format("cuBLAS {} on {}: {} ({})", call, on, cublas_status_text(status),
+                            cublas_status_name(status)));
+  }
+
+  int index_;
+  std::string name_;
+  CachingAllocator allocator_;
+  KernelLimits limits_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+};
+
+}  // namespace
+
+Backend& backend(int index) {
+  // Fast path: an already created backend, without locking.
+  constexpr int kFastSlots = 16;
+  static std::atomic<CudaBackend*> fast[kFastSlots] = {};
+  if (index >= 0 && index < kFastSlots) {
+    if (CudaBackend* b = fast[index].load(std::memory_order_acquire)) return *b;
+  }
+
+  const std::string problem = device_count_problem();
+  TG_CHECK(problem.empty(), "device cuda:{} requested but no CUDA GPU is available: {}", index, problem);
+  const int count = device_count();
+  TG_CHECK(index >= 0 && index < count, "device cuda:{} requested but this machine has {} CUDA GPU{} (cuda:0 to cuda:{})",
+           index, count, count == 1 ? "" : "s", count - 1);
+
+  // Leaked on purpose, like the backends themselves: tensors in static storage may outlive main().
+  static std::mutex* mutex = new std::mutex();
+  static auto* all = new std::map<int, CudaBackend*>();
+  std::lock_guard<std::mutex> lock(*mutex);
+  CudaBackend*& slot = (*all)[index];
+  if (slot == nullptr) {
+    slot = new CudaBackend(index);
+    if (index < kFastSlots) fast[index].store(slot, std::memory_order_release);
+  }
+  return *slot;
+}
+
+}  // namespace tg::cuda

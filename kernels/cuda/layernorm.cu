@@ -1,0 +1,177 @@
+// LayerNorm over rows: y = (x - mean) * rstd * gamma + beta, rstd = 1 / sqrt(var + eps) with the
+// biased variance; mean and rstd are saved for backward. Statistics accumulate in double as on the
+// CPU.
+//
+// Forward and dx: one warp per row (8 rows per 256-thread block), lane l handles columns
+// l, l + 32, ...; warp sums by butterfly.
+// dgamma, dbeta: a deterministic two-stage reduction over rows, no atomics. Stage 1: the rows are
+// cut into `chunks` fixed ranges; block (column tile of 32, chunk) sums its range per column
+// (threadIdx.y takes every 8th row, then a fixed shared-memory tree) into partials [chunks, C].
+// Stage 2: one thread per column adds the chunk partials in chunk order.
+#include "kernels/cuda/common.cuh"
+
+namespace tg::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kRowsPerBlock = kThreads / kWarp;
+constexpr int kTileCols = 32;  // stage-1 block: 32 columns x 8 row lanes
+constexpr int kTileRows = 8;
+
+// x, y: [rows, c]; gamma, beta: [c]; mean, rstd: [rows]
+__global__ void layernorm_forward_kernel(const float* x, const float* gamma, const float* beta, float eps, float* y,
+                                         float* mean, float* rstd, std::int64_t rows, std::int64_t c) {
+  const int lane = threadIdx.x % kWarp;
+  for (std::int64_t row = blockIdx.x * std::int64_t(kRowsPerBlock) + threadIdx.x / kWarp; row < rows;
+       row += std::int64_t(gridDim.x) * kRowsPerBlock) {
+    const float* xr = x + row * c;
+    float* yr = y + row * c;
+    double sum = 0.0;
+    for (std::int64_t i = lane; i < c; i += kWarp) sum += xr[i];
+    const double m = warp_sum(sum) / static_cast<double>(c);
+    double var = 0.0;
+    for (std::int64_t i = lane; i < c; i += kWarp) {
+      const double d = xr[i] - m;
+      var += d * d;
+    }
+    var = warp_sum(var) / static_cast<double>(c);
+    const double s = 1.0 / sqrt(var + static_cast<double>(eps));
+    for (std::int64_t i = lane; i < c; i += kWarp) yr[i] = static_cast<float>((xr[i] - m) * s) * gamma[i] + beta[i];
+    if (lane == 0) {
+      mean[row] = static_cast<float>(m);
+      rstd[row] = static_cast<float>(s);
+    }
+  }
+}
+
+// With xhat = (x - mean) * rstd and g = dy * gamma: dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
+// dy, x, dx: [rows, c]; gamma: [c]; mean, rstd: [rows]
+__global__ void layernorm_backward_dx_kernel(const float* dy, const float* x, const float* gamma, const float* mean,
+                                             const float* rstd, float* dx, std::int64_t rows, std::int64_t c) {
+  const int lane = threadIdx.x % kWarp;
+  for (std::int64_t row = blockIdx.x * std::int64_t(kRowsPerBlock) + threadIdx.x / kWarp; row < rows;
+       row += std::int64_t(gridDim.x) * kRowsPerBlock) {
+    const float* dyr = dy + row * c;
+    const float* xr = x + row * c;
+    float* dxr = dx + row * c;
+    const double m = mean[row], s = rstd[row];
+    double g_sum = 0.0, gx_sum = 0.0;
+    for (std::int64_t i = lane; i < c; i += kWarp) {
+      const double xhat = (xr[i] - m) * s;
+      const double g = double(dyr[i]) * double(gamma[i]);
+      g_sum += g;
+      gx_sum += g * xhat;
+    }
+    const double g_mean = warp_sum(g_sum) / static_cast<double>(c);
+    const double gx_mean = warp_sum(gx_sum) / static_cast<double>(c);
+    for (std::int64_t i = lane; i < c; i += kWarp) {
+      const double xhat = (xr[i] - m) * s;
+      const double g = double(dyr[i]) * double(gamma[i]);
+      dxr[i] = static_cast<float>(s * (g - g_mean - xhat * gx_mean));
+    }
+  }
+}
+
+// Stage 1. dy, x: [rows, c]; mean, rstd: [rows] -> part_dgamma, part_dbeta: [chunks, c], chunk k
+// covering rows [k * rows_per_chunk, min(rows, (k + 1) * rows_per_chunk)). Grid (column tiles, chunks).
+__global__ void layernorm_param_partials_kernel(const float* dy, const float* x, const float* mean, const float* rstd,
+                                                double* part_dgamma, double* part_dbeta, std::int64_t rows,
+                                                std::int64_t c, std::int64_t rows_per_chunk) {
+  __shared__ double sg[kTileRows][kTileCols];
+  __shared__ double sb[kTileRows][kTileCols];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const std::int64_t col = blockIdx.x * std::int64_t(kTileCols) + tx;
+  const std::int64_t chunk = blockIdx.y;
+  const std::int64_t r0 = chunk * rows_per_chunk;
+  const std::int64_t r1 = r0 + rows_per_chunk < rows ? r0 + rows_per_chunk : rows;
+  double dg = 0.0, db = 0.0;
+  if (col < c) {
+    for (std::int64_t r = r0 + ty; r < r1; r += kTileRows) {
+      const double d = dy[r * c + col];
+      const double xhat = (x[r * c + col] - double(mean[r])) * double(rstd[r]);
+      dg += d * xhat;
+      db += d;
+    }
+  }
+  sg[ty][tx] = dg;
+  sb[ty][tx] = db;
+  __syncthreads();
+  for (int s = kTileRows / 2; s > 0; s >>= 1) {
+    if (ty < s) {
+      sg[ty][tx] += sg[ty + s][tx];
+      sb[ty][tx] += sb[ty + s][tx];
+    }
+    __syncthreads();
+  }
+  if (ty == 0 && col < c) {
+    part_dgamma[chunk * c + col] = sg[0][tx];
+    part_dbeta[chunk * c + col] = sb[0][tx];
+  }
+}
+
+// Stage 2. part_dgamma, part_dbeta: [chunks, c] -> dgamma, dbeta: [c], summed in chunk order.
+__global__ void layernorm_param_finish_kernel(const double* part_dgamma, const double* part_dbeta, float* dgamma,
+                                              float* dbeta, std::int64_t chunks, std::int64_t c) {
+  for (std::int64_t col = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; col < c;
+       col += std::int64_t(gridDim.x) * blockDim.x) {
+    double g = 0.0, b = 0.0;
+    for (std::int64_t k = 0; k < chunks; ++k) {
+      g += part_dgamma[k * c + col];
+      b += part_dbeta[k * c + col];
+    }
+    dgamma[col] = static_cast<float>(g);
+    dbeta[col] = static_cast<float>(b);
+  }
+}
+
+// The fixed split of the rows for stage 1: chunks of 128 rows, at most 256 chunks.
+void chunking(std::int64_t rows, std::int64_t& rows_per_chunk, std::int64_t& chunks) {
+  constexpr std::int64_t kPreferredRows = 128, kMaxChunks = 256;
+  rows_per_chunk = kPreferredRows;
+  if (rows > kPreferredRows * kMaxChunks) rows_per_chunk = (rows + kMaxChunks - 1) / kMaxChunks;
+  chunks = rows > 0 ? (rows + rows_per_chunk - 1) / rows_per_chunk : 1;
+}
+
+}  // namespace
+
+cudaError_t launch_layernorm_forward(const float* x, const float* gamma, const float* beta, float eps, float* y,
+                                     float* mean, float* rstd, std::int64_t rows, std::int64_t c,
+                                     cudaStream_t stream) {
+  if (rows <= 0 || c <= 0) return cudaSuccess;
+  layernorm_forward_kernel<<<grid_for(rows, kRowsPerBlock), kThreads, 0, stream>>>(x, gamma, beta, eps, y, mean, rstd,
+                                                                                   rows, c);
+  return cudaGetLastError();
+}
+
+std::size_t layernorm_backward_workspace_bytes(std::int64_t rows, std::int64_t c) {
+  std::int64_t rows_per_chunk = 0, chunks = 0;
+  chunking(rows, rows_per_chunk, chunks);
+  return static_cast<std::size_t>(2 * chunks * (c > 0 ? c : 1)) * sizeof(double);
+}
+
+cudaError_t launch_layernorm_backward(const float* dy, const float* x, const float* gamma, const float* mean,
+                                      const float* rstd, float* dx, float* dgamma, float* dbeta, std::int64_t rows,
+                                      std::int64_t c, void* workspace, std::size_t workspace_bytes,
+                                      cudaStream_t stream) {
+  if (c <= 0) return cudaSuccess;
+  if (workspace_bytes < layernorm_backward_workspace_bytes(rows, c)) return cudaErrorInvalidValue;
+  if (rows > 0) {
+    layernorm_backward_dx_kernel<<<grid_for(rows, kRowsPerBlock), kThreads, 0, stream>>>(dy, x, gamma, mean, rstd, dx,
+                                                                                         rows, c);
+    TG_RETURN_IF_LAUNCH_FAILED();
+  }
+  std::int64_t rows_per_chunk = 0, chunks = 0;
+  chunking(rows, rows_per_chunk, chunks);
+  double* part_dgamma = static_cast<double*>(workspace);
+  double* part_dbeta = part_dgamma + chunks * c;
+  const dim3 grid(static_cast<unsigned>((c + kTileCols - 1) / kTileCols), static_cast<unsigned>(chunks));
+  layernorm_param_partials_kernel<<<grid, dim3(kTileCols, kTileRows), 0, stream>>>(
+      dy, x, mean, rstd, part_dgamma, part_dbeta, rows, c, rows_per_chunk);
+  TG_RETURN_IF_LAUNCH_FAILED();
+  layernorm_param_finish_kernel<<<grid_for(c, 128), 128, 0, stream>>>(part_dgamma, part_dbeta, dgamma, dbeta, chunks,
+                                                                      c);
+  return cudaGetLastError();
+}
+
+}  // namespace tg::cuda

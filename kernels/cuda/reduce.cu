@@ -1,0 +1,158 @@
+// Reductions: along one dimension, over everything (CUB), and argmax along the last dimension.
+// All accumulate in double and combine partial sums in an order fixed by the shapes alone.
+#include <cub/device/device_reduce.cuh>
+
+#include "kernels/cuda/common.cuh"
+
+namespace tg::cuda {
+
+namespace {
+
+constexpr int kReduceThreads = 256;     // per block when there are many (outer, column tile) pairs
+constexpr int kReduceThreadsFew = 1024; // when there are few: more threads share each long column
+constexpr std::int64_t kFewTiles = 256;
+
+// x: [outer, reduce, inner] -> out: [outer, inner].
+// Block (tx, ty) with tx * ty = 256 or 1024, tx = min(32, next_pow2(inner)): threadIdx.x picks a
+// column i of the block's tile, threadIdx.y sums rows r = y, y + ty, y + 2 ty, ... in order; the ty
+// partial sums of a column are then combined by a fixed shared-memory tree. Blocks loop over
+// (outer, column tile). The block shape depends only on the sizes, so the order is fixed.
+template <bool kSquares>
+__global__ void __launch_bounds__(kReduceThreadsFew) reduce_dim_kernel(const float* x, float* out, std::int64_t outer, std::int64_t reduce,
+                                  std::int64_t inner, std::int64_t tiles_per_outer) {
+  __shared__ double partial[kReduceThreadsFew];
+  const int tx = blockDim.x, ty = blockDim.y;
+  const int slot = threadIdx.y * tx + threadIdx.x;
+  for (std::int64_t tile = blockIdx.x; tile < outer * tiles_per_outer; tile += gridDim.x) {
+    const std::int64_t o = tile / tiles_per_outer;
+    const std::int64_t i = (tile % tiles_per_outer) * tx + threadIdx.x;
+    double acc = 0.0;
+    if (i < inner) {
+      const float* base = x + o * reduce * inner + i;
+#pragma unroll 4
+      for (std::int64_t r = threadIdx.y; r < reduce; r += ty) {
+        const double v = base[r * inner];
+        acc += kSquares ? v * v : v;
+      }
+    }
+    partial[slot] = acc;
+    __syncthreads();
+    for (int s = ty / 2; s > 0; s >>= 1) {
+      if (static_cast<int>(threadIdx.y) < s) partial[slot] += partial[slot + s * tx];
+      __syncthreads();
+    }
+    if (threadIdx.y == 0 && i < inner) out[o * inner + i] = static_cast<float>(partial[threadIdx.x]);
+    __syncthreads();  // partial is reused by the next tile
+  }
+}
+
+struct ToDouble {
+  __host__ __device__ double operator()(float v) const { return static_cast<double>(v); }
+};
+struct SquareToDouble {
+  __host__ __device__ double operator()(float v) const { return static_cast<double>(v) * static_cast<double>(v); }
+};
+struct AddDouble {
+  __host__ __device__ double operator()(double a, double b) const { return a + b; }
+};
+
+// out[0] = (float) in[0]
+__global__ void double_to_float_kernel(const double* in, float* out) { out[0] = static_cast<float>(in[0]); }
+
+template <class Transform>
+cudaError_t transform_reduce(void* temp, std::size_t& temp_bytes, const float* x, double* result, std::int64_t n,
+                             cudaStream_t stream) {
+  return cub::DeviceReduce::TransformReduce(temp, temp_bytes, x, result, n, AddDouble{}, Transform{}, 0.0, stream);
+}
+
+// The workspace holds the double result in its first 256 bytes and CUB's temporary storage after.
+constexpr std::size_t kResultBytes = 256;
+
+// x: [rows, n] -> out: [rows]. One warp per row: lane l scans j = l, l + 32, ... keeping the first
+// strict maximum (NaNs never win); lanes then combine (larger value, or equal value and smaller
+// index). As the CPU's sequential scan: a NaN in column 0 gives 0.
+__global__ void argmax_kernel(const float* x, std::int32_t* out, std::int64_t rows, std::int64_t n) {
+  const int lane = threadIdx.x % kWarp;
+  const std::int64_t warps_per_block = blockDim.x / kWarp;
+  for (std::int64_t row = blockIdx.x * warps_per_block + threadIdx.x / kWarp; row < rows;
+       row += std::int64_t(gridDim.x) * warps_per_block) {
+    const float* xr = x + row * n;
+    float best = 0.f;
+    std::int64_t best_index = -1;  // -1: no non-NaN value seen
+    for (std::int64_t j = lane; j < n; j += kWarp) {
+      const float v = xr[j];
+      if (v == v && (best_index < 0 || v > best)) {
+        best = v;
+        best_index = j;
+      }
+    }
+#pragma unroll
+    for (int mask = kWarp / 2; mask > 0; mask >>= 1) {
+      const float other = __shfl_xor_sync(0xffffffffu, best, mask);
+      const std::int64_t other_index = __shfl_xor_sync(0xffffffffu, best_index, mask);
+      const bool take = other_index >= 0 &&
+                        (best_index < 0 || other > best || (other == best && other_index < best_index));
+      if (take) {
+        best = other;
+        best_index = other_index;
+      }
+    }
+    if (lane == 0) {
+      const bool first_is_nan = !(xr[0] == xr[0]);
+      out[row] = static_cast<std::int32_t>(first_is_nan || best_index < 0 ? 0 : best_index);
+    }
+  }
+}
+
+}  // namespace
+
+cudaError_t launch_reduce_dim(bool squares, const float* x, float* out, std::int64_t outer, std::int64_t reduce,
+                              std::int64_t inner, cudaStream_t stream) {
+  if (outer <= 0 || inner <= 0) return cudaSuccess;
+  const int tx = next_pow2(inner) < kWarp ? next_pow2(inner) : kWarp;
+  const std::int64_t tiles_per_outer = (inner + tx - 1) / tx;
+  const int threads = outer * tiles_per_outer < kFewTiles && reduce >= 1024 ? kReduceThreadsFew : kReduceThreads;
+  const dim3 block(tx, threads / tx);
+  const unsigned grid = grid_for(outer * tiles_per_outer, 1);
+  if (squares) {
+    reduce_dim_kernel<true><<<grid, block, 0, stream>>>(x, out, outer, reduce, inner, tiles_per_outer);
+  } else {
+    reduce_dim_kernel<false><<<grid, block, 0, stream>>>(x, out, outer, reduce, inner, tiles_per_outer);
+  }
+  return cudaGetLastError();
+}
+
+std::size_t reduce_all_workspace_bytes(std::int64_t n) {
+  // Room for either transform (they are expected to need the same temporary storage).
+  std::size_t plain = 0, squares = 0;
+  if (transform_reduce<ToDouble>(nullptr, plain, nullptr, nullptr, n, nullptr) != cudaSuccess) plain = 0;
+  if (transform_reduce<SquareToDouble>(nullptr, squares, nullptr, nullptr, n, nullptr) != cudaSuccess) squares = 0;
+  return kResultBytes + (plain > squares ? plain : squares);
+}
+
+cudaError_t launch_reduce_all(bool squares, const float* x, float* out, std::int64_t n, void* workspace,
+                              std::size_t workspace_bytes, cudaStream_t stream) {
+  if (n <= 0) return cudaMemsetAsync(out, 0, sizeof(float), stream);  // the empty sum: 0.0f
+  if (workspace_bytes < kResultBytes) return cudaErrorInvalidValue;
+  double* result = static_cast<double*>(workspace);
+  void* temp = static_cast<char*>(workspace) + kResultBytes;
+  std::size_t temp_bytes = workspace_bytes - kResultBytes;
+  if (squares) {
+    TG_RETURN_IF_ERROR(transform_reduce<SquareToDouble>(temp, temp_bytes, x, result, n, stream));
+  } else {
+    TG_RETURN_IF_ERROR(transform_reduce<ToDouble>(temp, temp_bytes, x, result, n, stream));
+  }
+  TG_RETURN_IF_LAUNCH_FAILED();
+  double_to_float_kernel<<<1, 1, 0, stream>>>(result, out);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_argmax_lastdim(const float* x, std::int32_t* out, std::int64_t rows, std::int64_t n,
+                                  cudaStream_t stream) {
+  if (rows <= 0 || n <= 0) return cudaSuccess;
+  constexpr int kThreads = 256;
+  argmax_kernel<<<grid_for(rows, kThreads / kWarp), kThreads, 0, stream>>>(x, out, rows, n);
+  return cudaGetLastError();
+}
+
+}  // namespace tg::cuda
