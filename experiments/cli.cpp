@@ -22,7 +22,12 @@ class ConfigOptions {
 
   template <class T>
   CLI::Option* add(const std::string& flag, T TrainConfig::*field, const std::string& help) {
-    CLI::Option* opt = app_->add_option(flag, config_.*field, help)->capture_default_str();
+    CLI::Option* opt = nullptr;
+    if constexpr (std::is_same_v<T, bool>) {
+      opt = app_->add_flag(flag, config_.*field, help);  // a switch: present means true
+    } else {
+      opt = app_->add_option(flag, config_.*field, help)->capture_default_str();
+    }
     copiers_.emplace_back(opt, [field](TrainConfig& dst, const TrainConfig& src) { dst.*field = src.*field; });
     return opt;
   }
@@ -53,6 +58,11 @@ void add_task_and_model_options(ConfigOptions& o) {
   o.add("--width", &TrainConfig::width, "model width d");
   o.add("--heads", &TrainConfig::heads, "attention heads");
   o.add("--block", &TrainConfig::block, "reference (as the published code) | prenorm");
+  o.add("--model", &TrainConfig::model, "transformer | fnn (embeddings of the operands, concatenated, then an MLP)");
+  o.add("--embed-dim", &TrainConfig::embed_dim, "fnn: token embedding size (0: the width)");
+  o.add("--fnn-bias", &TrainConfig::fnn_bias, "fnn: biases in the hidden layers");
+  o.add("--embedding-rank", &TrainConfig::embedding_rank,
+        "factorised token embedding A [V, r] B [r, d] with this r (0: a plain embedding)");
   o.add("--device", &TrainConfig::device, "auto | cpu | cuda | cuda:N");
   o.add("--dtype", &TrainConfig::dtype, "f32 | f64 (CPU only)");
 }
@@ -74,6 +84,23 @@ void add_training_options(ConfigOptions& o, TrainConfig& c, CLI::App* app) {
   o.add("--stop-at-test-acc", &TrainConfig::stop_at_test_acc, "end once test accuracy reaches this (0: never)");
   o.add("--checkpoint-every", &TrainConfig::checkpoint_every, "also checkpoint every N steps (0: only at the end)");
   o.add("--run-dir", &TrainConfig::run_dir, "where config.json, metrics.jsonl, checkpoint and summary go");
+  o.add("--init-embedding-from", &TrainConfig::init_embedding_from,
+        "GrokTransfer: initialise the embedding from this weak model's checkpoint");
+  o.add("--transfer-init-scale", &TrainConfig::transfer_init_scale,
+        "GrokTransfer: std of the random factor B (0: PyTorch's default)");
+  o.add("--freeze-embedding-a", &TrainConfig::freeze_embedding_a, "GrokTransfer: keep A at the weak embedding");
+  o.add("--method", &TrainConfig::method, "standard | grokfast-ema | grokfast-ma | neuralgrok");
+  o.add("--grokfast-alpha", &TrainConfig::grokfast_alpha, "Grokfast EMA decay");
+  o.add("--grokfast-lambda", &TrainConfig::grokfast_lambda, "Grokfast amplification (0: EMA 2, MA 5)");
+  o.add("--grokfast-window", &TrainConfig::grokfast_window, "Grokfast MA window");
+  o.add("--amp-hidden", &TrainConfig::amp_hidden, "NeuralGrok amplifier hidden sizes, e.g. 128,128 or 32,32");
+  o.add("--amp-c", &TrainConfig::amp_c, "NeuralGrok: g' = c (p g) / ||p g|| per tensor");
+  o.add("--amp-lr", &TrainConfig::amp_lr, "NeuralGrok: amplifier Adam learning rate");
+  o.add("--amp-weight-decay", &TrainConfig::amp_weight_decay, "NeuralGrok: amplifier weight decay");
+  o.add("--meta-every", &TrainConfig::meta_every, "NeuralGrok: inner steps per amplifier update (T)");
+  o.add("--meta-grad", &TrainConfig::meta_grad, "NeuralGrok: lookahead (official code) | unrolled (exact)");
+  o.add("--amp-from", &TrainConfig::amp_from, "NeuralGrok: start from this amplifier (safetensors)");
+  o.add("--amp-frozen", &TrainConfig::amp_frozen, "NeuralGrok: never update the amplifier");
   app->add_flag_callback("--no-progress", [&c] { c.progress = false; },
                          "plain log lines instead of a live progress line");
 }

@@ -34,6 +34,20 @@ void TrainConfig::validate() const {
   TG_CHECK(stop_at_test_acc >= 0 && stop_at_test_acc <= 1, "--stop-at-test-acc must lie in [0, 1], got {}",
            stop_at_test_acc);
   TG_CHECK(dtype == "f32" || dtype == "f64", "--dtype '{}': expected f32 or f64", dtype);
+  TG_CHECK(model == "transformer" || model == "fnn", "--model '{}': expected transformer or fnn", model);
+  TG_CHECK(embed_dim >= 0 && embedding_rank >= 0, "--embed-dim and --embedding-rank must be >= 0");
+  TG_CHECK(method == "standard" || method == "grokfast-ema" || method == "grokfast-ma" || method == "neuralgrok",
+           "--method '{}': expected standard, grokfast-ema, grokfast-ma or neuralgrok", method);
+  TG_CHECK(grokfast_alpha >= 0 && grokfast_alpha < 1, "--grokfast-alpha must lie in [0, 1), got {}", grokfast_alpha);
+  TG_CHECK(grokfast_lambda >= 0, "--grokfast-lambda must be >= 0, got {}", grokfast_lambda);
+  TG_CHECK(grokfast_window >= 1, "--grokfast-window must be at least 1, got {}", grokfast_window);
+  TG_CHECK(amp_c > 0, "--amp-c must be positive, got {}", amp_c);
+  TG_CHECK(amp_lr > 0 && amp_weight_decay >= 0, "--amp-lr must be positive and --amp-weight-decay >= 0");
+  TG_CHECK(meta_every >= 1, "--meta-every must be at least 1, got {}", meta_every);
+  TG_CHECK(meta_grad == "lookahead" || meta_grad == "unrolled", "--meta-grad '{}': expected lookahead or unrolled",
+           meta_grad);
+  TG_CHECK(method != "neuralgrok" || outer_fraction > 0,
+           "--method neuralgrok needs an outer set: set --outer-fraction (the paper uses 0.01)");
   TG_CHECK(!run_dir.empty(), "--run-dir must not be empty");
   (void)parse_task_layout(layout);
   (void)parse_block_variant(block);
@@ -41,7 +55,11 @@ void TrainConfig::validate() const {
 }
 
 #define TG_CONFIG_FIELDS(X)                                                                                 \
-  X(task) X(modulus) X(layout) X(train_fraction) X(outer_fraction) X(seed) X(layers) X(width) X(heads) X(block) \
+  X(task) X(modulus) X(layout) X(train_fraction) X(outer_fraction) X(seed)                                      \
+  X(model) X(layers) X(width) X(heads) X(block) X(embed_dim) X(fnn_bias) X(embedding_rank)                      \
+  X(init_embedding_from) X(transfer_init_scale) X(freeze_embedding_a)                                           \
+  X(method) X(grokfast_alpha) X(grokfast_lambda) X(grokfast_window) X(amp_hidden) X(amp_c) X(amp_lr)            \
+  X(amp_weight_decay) X(meta_every) X(meta_grad) X(amp_from) X(amp_frozen)                                      \
   X(optimizer) X(lr) X(beta1) X(beta2) X(eps) X(weight_decay) X(momentum) X(warmup_steps) X(batch_size)        \
   X(max_steps) X(clip_grad_norm) X(grad_normalize) X(eval_every) X(stop_at_test_acc) X(checkpoint_every)      \
   X(device) X(dtype) X(run_dir) X(progress)

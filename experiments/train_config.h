@@ -19,8 +19,30 @@ struct TrainConfig {
   std::uint64_t seed = 0;       // split, initialisation and batch order all derive from it
 
   // model
-  std::int64_t layers = 2, width = 128, heads = 4;
+  std::string model = "transformer";  // transformer | fnn
+  std::int64_t layers = 2, width = 128, heads = 4;  // layers and width serve both models
   std::string block = "reference";
+  std::int64_t embed_dim = 0;          // fnn: token embedding size (0: the width)
+  bool fnn_bias = false;               // fnn: biases in the hidden layers
+  std::int64_t embedding_rank = 0;     // > 0: factorised token embedding A [V, r] * B [r, d] (GrokTransfer)
+
+  // weight loading (GrokTransfer)
+  std::string init_embedding_from;     // a weak model's checkpoint whose embedding initialises A
+  double transfer_init_scale = 0.0;    // std of B's entries (0: PyTorch's default for the layer)
+  bool freeze_embedding_a = false;     // keep A fixed at the transferred embedding
+
+  // gradient method
+  std::string method = "standard";     // standard | grokfast-ema | grokfast-ma | neuralgrok
+  double grokfast_alpha = 0.98;        // EMA decay
+  double grokfast_lambda = 0.0;        // amplification; 0: the method's default (EMA 2, MA 5)
+  std::int64_t grokfast_window = 100;  // MA window
+  std::string amp_hidden = "128,128";  // NeuralGrok amplifier hidden sizes
+  double amp_c = 1.0;                  // g' = c (p g) / ||p g||
+  double amp_lr = 1e-4, amp_weight_decay = 1e-3;
+  std::int64_t meta_every = 4;         // T: inner steps per amplifier update
+  std::string meta_grad = "lookahead"; // lookahead (the official code) | unrolled (exact, through T steps)
+  std::string amp_from;                // start from this amplifier file (safetensors)
+  bool amp_frozen = false;             // never update the amplifier
 
   // optimisation
   std::string optimizer = "adam";  // adam (coupled L2 decay, torch.optim.Adam) | adamw | sgd

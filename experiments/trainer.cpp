@@ -9,6 +9,7 @@
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/safetensors.h"
+#include "experiments/model_factory.h"
 #include "experiments/run_log.h"
 #include "optim/gradient_transforms.h"
 
@@ -98,10 +99,11 @@ Trainer::Trainer(TrainConfig config) : config_(std::move(config)) {
   TG_CHECK(dtype_ == DType::f32 || device_.is_cpu(), "--dtype f64 runs on the CPU only (device {})", device_.str());
   data_ = make_dataset(config_.task, config_.resolved_modulus(), parse_task_layout(config_.layout));
   split_ = split_dataset(data_.size(), config_.train_fraction, config_.outer_fraction, stream_seed(config_.seed, 0));
-  model_ = std::make_unique<Transformer>(config_.model_config(data_.vocab, data_.seq_len));
+  model_ = make_model(config_, data_.vocab, data_.seq_len);
   params_ = ParameterTable(model_->parameter_specs(), dtype_, device_);
   Rng init_rng(stream_seed(config_.seed, 1));
   model_->initialize(params_, init_rng);
+  apply_weight_loading(config_, *model_, params_, init_rng);
   if (config_.optimizer == "sgd") {
     optimizer_ = make_sgd(params_, {config_.momentum, config_.weight_decay});
   } else {
