@@ -78,6 +78,17 @@ Tensor causal_self_attention(const Tensor& qkv, std::int64_t n_heads);
 // ids: i32 [...], weight: [V, C] -> [..., C]
 Tensor embedding(const Tensor& ids, const Tensor& weight);
 
+// ---- NeuralGrok's gradient amplifier, fused (engine/ops/neural_amplify.cpp) ----
+// A run of a flat buffer: one parameter tensor's entries [begin, begin + size).
+struct Segment {
+  std::int64_t begin = 0, size = 0;
+};
+// g: [N] flat; weights: the amplifier MLP's [W0 [h1, 1], b0 [h1], W1 [h2, h1], b1 [h2], ..., Wk [1, hk],
+// bk [1]] with ReLU between layers; segments sorted and disjoint. For each segment s and i in s:
+//   out_i = c * p_i g_i / ||p g||_s,  p = softmax over s of mlp(g_i);   out = 0 outside every segment.
+// Differentiable in g and in the weights (first order; a second derivative fails loudly).
+Tensor neural_amplify(const Tensor& g, const TensorList& weights, const std::vector<Segment>& segments, double c);
+
 // ---- views and copies (engine/ops/views.cpp) ----
 Tensor reshape(const Tensor& x, const Shape& shape);  // one entry may be -1
 Tensor transpose(const Tensor& x, std::int64_t dim0, std::int64_t dim1);  // a strided view

@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "engine/error.h"
+#include "experiments/commands.h"
 #include "experiments/dump_state.h"
 #include "experiments/trainer.h"
 
@@ -156,6 +157,8 @@ int run_cli(int argc, char** argv) {
   dump->add_flag("--hvp", dump_hvp, "also store a Hessian-vector product of the loss (hvp.<name>)");
   dump->add_option("--out", dump_out, "output safetensors file")->required();
 
+  const std::vector<ExtraCommand> extra_commands = register_extra_commands(app);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -194,6 +197,10 @@ int run_cli(int argc, char** argv) {
     } else if (*dump) {
       dump_state(dump_config, dump_batch, dump_adam_steps, dump_hvp, dump_out);
       fmt::print("wrote {}\n", dump_out);
+    } else {
+      for (const ExtraCommand& c : extra_commands) {
+        if (*c.command) c.run();
+      }
     }
   } catch (const std::exception& e) {
     std::fflush(stdout);
