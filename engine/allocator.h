@@ -14,19 +14,21 @@
 
 namespace tg {
 
+struct AllocatorStats {
+  std::size_t bytes_in_use = 0;       // handed out and not yet returned
+  std::size_t bytes_cached = 0;       // returned, held for reuse
+  std::size_t peak_bytes_in_use = 0;
+  std::size_t raw_allocations = 0;    // calls that reached the underlying allocator
+};
+
 class Allocator {
  public:
   virtual ~Allocator() = default;
   // Returns memory of at least nbytes bytes (nbytes may be 0), aligned to 256 bytes, or throws tg::Error.
   virtual void* allocate(std::size_t nbytes) = 0;
   virtual void deallocate(void* ptr, std::size_t nbytes) = 0;
-};
-
-struct AllocatorStats {
-  std::size_t bytes_in_use = 0;       // handed out and not yet returned
-  std::size_t bytes_cached = 0;       // returned, held for reuse
-  std::size_t peak_bytes_in_use = 0;
-  std::size_t raw_allocations = 0;    // calls that reached the underlying allocator
+  virtual AllocatorStats stats() const = 0;
+  virtual void reset_peak() = 0;  // peak_bytes_in_use restarts from the bytes in use now
 };
 
 class CachingAllocator final : public Allocator {
@@ -43,7 +45,8 @@ class CachingAllocator final : public Allocator {
   void deallocate(void* ptr, std::size_t nbytes) override;
 
   void empty_cache();  // gives every cached block back to the device
-  AllocatorStats stats() const { return stats_; }
+  AllocatorStats stats() const override { return stats_; }
+  void reset_peak() override { stats_.peak_bytes_in_use = stats_.bytes_in_use; }
 
   static std::size_t round_size(std::size_t nbytes);  // the bucket a request falls in
 

@@ -17,6 +17,8 @@
 
 namespace tg {
 
+struct Segment;  // a run [begin, begin + size) of a flat buffer (engine/ops.h)
+
 enum class UnaryOp {
   neg, exp, log, abs, sqrt, square, sign,
   relu, gelu,   // gelu: exact, x * Phi(x) with Phi the normal CDF (erf form)
@@ -28,7 +30,8 @@ const char* unary_op_name(UnaryOp op);
 enum class BinaryOp { add, sub, mul, div };
 const char* binary_op_name(BinaryOp op);
 
-enum class ReduceOp { sum, sum_squares };
+// abs_entropy: the sum of -|x| ln|x| with 0 ln 0 = 0 (NeuralGrok's AGE / AWE, optim/entropy_metrics.h).
+enum class ReduceOp { sum, sum_squares, abs_entropy };
 
 // One Adam step's constants (PyTorch's torch.optim.Adam / AdamW formulas).
 struct AdamStep {
@@ -87,7 +90,8 @@ class Backend {
                           double momentum, double weight_decay, bool first_step) = 0;
   // x *= min(1, max_norm / (norm + 1e-6)), norm a one-element tensor on the device (no host round trip).
   virtual void clip_by_norm(const Tensor& x, const Tensor& norm, double max_norm) = 0;
-  // out[s] = reduce(x[offsets[s] : offsets[s+1]]) for every segment s; x flat, out [segments].
+  // out[s] = reduce(x[offsets[s] : offsets[s+1]]) for every segment s in one pass; x flat, out [segments].
+  // Sums accumulate in double (abs_entropy included, with 0 ln 0 = 0).
   virtual void segmented_reduce(ReduceOp op, const Tensor& x, const std::vector<std::int64_t>& offsets,
                                 const Tensor& out) = 0;
   // x[offsets[s] : offsets[s+1]] *= scales[s].
@@ -126,6 +130,37 @@ class Backend {
   // dlogits[n, j] = (softmax(logits[n])_j - [j == targets[n]]) * dloss * scale, dloss one element.
   virtual void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                                       const Tensor& dloss, double scale, const Tensor& dlogits) = 0;
+
+  // ---- NeuralGrok's gradient amplifier (engine/ops/neural_amplify.cpp) ----
+  // g, out, scores: [N]; weights: the MLP [W0 [h1, 1], b0 [h1], W1 [h2, h1], b1 [h2], ..., Wk [1, hk],
+  // bk [1]] (k >= 1 hidden layers, ReLU between layers, none after the last); segments: sorted,
+  // disjoint, non-empty runs inside [0, N) (the op layer checks all of this); stats: [S, 3], S segments.
+  // For every segment s and i in s:
+  //   scores_i = mlp(g_i),  p = softmax(scores over s),  q = p g,  out_i = c q_i / ||q||_s;
+  //   stats[s] = (max_i scores_i, sum_i exp(scores_i - max), ||q||_s).
+  // out is 0 outside every segment; scores there are left unwritten. scores and stats are what the
+  // backward needs (it recomputes the MLP's hidden activations instead of saving them).
+  virtual void neural_amplify_forward(const Tensor& g, const std::vector<Tensor>& weights,
+                                      const std::vector<Segment>& segments, double c, const Tensor& out,
+                                      const Tensor& scores, const Tensor& stats) = 0;
+  // The first-order backward of neural_amplify_forward. dout, dg: [N]; dweights: one per weight, with
+  // its shape (overwritten, not accumulated); scores, stats: from the forward. dg is 0 outside every
+  // segment. Weight gradients are sums over all entries, combined in an order fixed by the shapes.
+  virtual void neural_amplify_backward(const Tensor& dout, const Tensor& g, const std::vector<Tensor>& weights,
+                                       const std::vector<Segment>& segments, double c, const Tensor& scores,
+                                       const Tensor& stats, const Tensor& dg,
+                                       const std::vector<Tensor>& dweights) = 0;
+
+  // ---- Grokfast gradient filters (optim/grokfast.cpp), in place over flat buffers of equal length ----
+  // EMA: mu = g (first_step) or alpha mu + (1 - alpha) g;  then g += lambda mu.
+  virtual void grokfast_ema(const Tensor& grad, const Tensor& mu, double alpha, double lambda, bool first_step) = 0;
+  // MA over a window of `window` raw gradients kept in a ring of flat buffers; (sum, comp) is the
+  // window's running sum with its compensation term (Neumaier), value sum + comp. One step:
+  //   old = slot;  sum += g;  if evict: sum -= old;  slot = g;  if amplify: g += lambda (sum + comp) / window.
+  // (evict: the slot held the oldest gradient of a full window; amplify: the window is full after
+  // this step's insert.)
+  virtual void grokfast_ma(const Tensor& grad, const Tensor& slot, const Tensor& sum, const Tensor& comp,
+                           double lambda, std::int64_t window, bool evict, bool amplify) = 0;
 };
 
 // The backend that runs ops on `device`. Throws tg::Error when the device is CUDA and this build has

@@ -2,6 +2,8 @@
 // shapes) that failed, so a user can see where a problem came from without a debugger.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <stdexcept>
 #include <string>
 
@@ -15,7 +17,7 @@ class Error : public std::runtime_error {
 }  // namespace tg
 
 // TG_CHECK(cond, fmt-format, args...): throws tg::Error with the formatted message when cond is false.
-// Only usable in .cpp files (it needs fmt, which stays out of nvcc-compiled code).
+// This header pulls in fmt, so it is for .cpp files only: fmt stays out of nvcc-compiled code.
 #define TG_CHECK(cond, ...)                                  \
   do {                                                       \
     if (!(cond)) throw ::tg::Error(::fmt::format(__VA_ARGS__)); \

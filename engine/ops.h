@@ -85,7 +85,8 @@ struct Segment {
 };
 // g: [N] flat; weights: the amplifier MLP's [W0 [h1, 1], b0 [h1], W1 [h2, h1], b1 [h2], ..., Wk [1, hk],
 // bk [1]] with ReLU between layers; segments sorted and disjoint. For each segment s and i in s:
-//   out_i = c * p_i g_i / ||p g||_s,  p = softmax over s of mlp(g_i);   out = 0 outside every segment.
+//   out_i = c * p_i g_i / ||p g||_s,  p = softmax over s of mlp(g_i);   out = 0 outside every segment
+//   and on a segment whose gradient is all zero (where the formula would give 0 / 0).
 // Differentiable in g and in the weights (first order; a second derivative fails loudly).
 Tensor neural_amplify(const Tensor& g, const TensorList& weights, const std::vector<Segment>& segments, double c);
 

@@ -26,6 +26,20 @@ ParameterTable::ParameterTable(std::vector<ParameterSpec> specs, DType dtype, De
     v.set_grad(segment(flat_grads_, i));
     values_.push_back(v);
   }
+  frozen_.assign(specs_.size(), false);
+}
+
+void ParameterTable::set_frozen(std::size_t i, bool frozen) {
+  TG_CHECK(i < specs_.size(), "ParameterTable::set_frozen: no parameter {} (the table has {})", i, specs_.size());
+  frozen_[i] = frozen;
+  values_[i].set_requires_grad(!frozen);  // shared autograd state: every copy of the leaf sees it
+}
+
+bool ParameterTable::any_frozen() const {
+  for (bool f : frozen_) {
+    if (f) return true;
+  }
+  return false;
 }
 
 std::size_t ParameterTable::index_of(const std::string& name) const {

@@ -50,6 +50,13 @@ class ParameterTable {
   DType dtype() const { return dtype_; }
   Device device() const { return device_; }
 
+  // Frozen parameters (e.g. GrokTransfer's fixed A) get no updates at all: their leaf no longer requires
+  // a gradient (so backward leaves their gradient segment at zero) and every optimizer leaves their
+  // values and state segments exactly unchanged (optim/optimizer.cpp).
+  void set_frozen(std::size_t i, bool frozen);
+  bool frozen(std::size_t i) const { return frozen_[i]; }
+  bool any_frozen() const;
+
   void zero_grad() const;  // the buffer changes, not the table
   // A buffer shaped like the flat parameters (optimizer state), zero-filled.
   Tensor zeros_like_flat() const;
@@ -61,6 +68,7 @@ class ParameterTable {
   std::vector<std::int64_t> offsets_;
   Tensor flat_values_, flat_grads_;
   TensorList values_;
+  std::vector<bool> frozen_;
   DType dtype_ = DType::f32;
   Device device_;
 };

@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "engine/error.h"
+#include "experiments/cli_options.h"
 #include "experiments/commands.h"
 #include "experiments/dump_state.h"
 #include "experiments/trainer.h"
@@ -15,95 +16,19 @@ namespace tg {
 
 namespace {
 
-// Registers TrainConfig fields as CLI options and remembers, per option, how to copy the field, so a
-// resumed run can take exactly the options given on its command line over the checkpoint's config.
-class ConfigOptions {
- public:
-  ConfigOptions(CLI::App* app, TrainConfig& config) : app_(app), config_(config) {}
-
-  template <class T>
-  CLI::Option* add(const std::string& flag, T TrainConfig::*field, const std::string& help) {
-    CLI::Option* opt = nullptr;
-    if constexpr (std::is_same_v<T, bool>) {
-      opt = app_->add_flag(flag, config_.*field, help);  // a switch: present means true
-    } else {
-      opt = app_->add_option(flag, config_.*field, help)->capture_default_str();
-    }
-    copiers_.emplace_back(opt, [field](TrainConfig& dst, const TrainConfig& src) { dst.*field = src.*field; });
-    return opt;
+// Named bundles of settings; explicit flags still override them.
+TrainConfig preset_config(const std::string& name) {
+  TrainConfig c;
+  if (name == "official") {  // the NeuralGrok official code's settings (papers.md, section 1)
+    c.method = "neuralgrok";
+    c.amp_hidden = "128,128";
+    c.amp_c = 0.2;
+    c.clip_grad_norm = 1.0;
+    c.outer_fraction = 0.01;
+    c.meta_every = 4;
+    return c;
   }
-
-  // `base` with every option that was given explicitly taken from the parsed config.
-  TrainConfig given_over(TrainConfig base) const {
-    for (const auto& [opt, copy] : copiers_) {
-      if (opt->count() > 0) copy(base, config_);
-    }
-    return base;
-  }
-
- private:
-  CLI::App* app_;
-  TrainConfig& config_;
-  std::vector<std::pair<CLI::Option*, std::function<void(TrainConfig&, const TrainConfig&)>>> copiers_;
-};
-
-void add_task_and_model_options(ConfigOptions& o) {
-  o.add("--task", &TrainConfig::task, "a+b | a-b | a*b | a*a-b | a*c+b*d-e");
-  o.add("--modulus", &TrainConfig::modulus, "modulus p (0: the task's default, 97 or 7)");
-  o.add("--layout", &TrainConfig::layout, "sequence (operands, operators, =) | pair (the two operands only)");
-  o.add("--train-fraction", &TrainConfig::train_fraction, "fraction of all examples used for training");
-  o.add("--outer-fraction", &TrainConfig::outer_fraction,
-        "fraction of all examples held out of the training part (NeuralGrok's outer set)");
-  o.add("--seed", &TrainConfig::seed, "seed of the split, the initialisation and the batch order");
-  o.add("--layers", &TrainConfig::layers, "Transformer layers");
-  o.add("--width", &TrainConfig::width, "model width d");
-  o.add("--heads", &TrainConfig::heads, "attention heads");
-  o.add("--block", &TrainConfig::block, "reference (as the published code) | prenorm");
-  o.add("--model", &TrainConfig::model, "transformer | fnn (embeddings of the operands, concatenated, then an MLP)");
-  o.add("--embed-dim", &TrainConfig::embed_dim, "fnn: token embedding size (0: the width)");
-  o.add("--fnn-bias", &TrainConfig::fnn_bias, "fnn: biases in the hidden layers");
-  o.add("--embedding-rank", &TrainConfig::embedding_rank,
-        "factorised token embedding A [V, r] B [r, d] with this r (0: a plain embedding)");
-  o.add("--device", &TrainConfig::device, "auto | cpu | cuda | cuda:N");
-  o.add("--dtype", &TrainConfig::dtype, "f32 | f64 (CPU only)");
-}
-
-void add_training_options(ConfigOptions& o, TrainConfig& c, CLI::App* app) {
-  o.add("--optimizer", &TrainConfig::optimizer, "adam (L2 decay added to the gradient) | adamw | sgd");
-  o.add("--lr", &TrainConfig::lr, "peak learning rate");
-  o.add("--beta1", &TrainConfig::beta1, "Adam beta1");
-  o.add("--beta2", &TrainConfig::beta2, "Adam beta2");
-  o.add("--eps", &TrainConfig::eps, "Adam epsilon");
-  o.add("--weight-decay", &TrainConfig::weight_decay, "weight decay");
-  o.add("--momentum", &TrainConfig::momentum, "SGD momentum");
-  o.add("--warmup", &TrainConfig::warmup_steps, "linear warm-up updates (the first update has lr 0)");
-  o.add("--batch-size", &TrainConfig::batch_size, "examples per step");
-  o.add("--steps", &TrainConfig::max_steps, "optimizer updates in total");
-  o.add("--clip-grad-norm", &TrainConfig::clip_grad_norm, "clip the global gradient norm to this (0: off)");
-  o.add("--grad-normalize", &TrainConfig::grad_normalize, "per-tensor g' = c g / ||g|| with this c (0: off)");
-  o.add("--eval-every", &TrainConfig::eval_every, "evaluate every N steps (0: every epoch)");
-  o.add("--stop-at-test-acc", &TrainConfig::stop_at_test_acc, "end once test accuracy reaches this (0: never)");
-  o.add("--checkpoint-every", &TrainConfig::checkpoint_every, "also checkpoint every N steps (0: only at the end)");
-  o.add("--run-dir", &TrainConfig::run_dir, "where config.json, metrics.jsonl, checkpoint and summary go");
-  o.add("--init-embedding-from", &TrainConfig::init_embedding_from,
-        "GrokTransfer: initialise the embedding from this weak model's checkpoint");
-  o.add("--transfer-init-scale", &TrainConfig::transfer_init_scale,
-        "GrokTransfer: std of the random factor B (0: PyTorch's default)");
-  o.add("--freeze-embedding-a", &TrainConfig::freeze_embedding_a, "GrokTransfer: keep A at the weak embedding");
-  o.add("--method", &TrainConfig::method, "standard | grokfast-ema | grokfast-ma | neuralgrok");
-  o.add("--grokfast-alpha", &TrainConfig::grokfast_alpha, "Grokfast EMA decay");
-  o.add("--grokfast-lambda", &TrainConfig::grokfast_lambda, "Grokfast amplification (0: EMA 2, MA 5)");
-  o.add("--grokfast-window", &TrainConfig::grokfast_window, "Grokfast MA window");
-  o.add("--amp-hidden", &TrainConfig::amp_hidden, "NeuralGrok amplifier hidden sizes, e.g. 128,128 or 32,32");
-  o.add("--amp-c", &TrainConfig::amp_c, "NeuralGrok: g' = c (p g) / ||p g|| per tensor");
-  o.add("--amp-lr", &TrainConfig::amp_lr, "NeuralGrok: amplifier Adam learning rate");
-  o.add("--amp-weight-decay", &TrainConfig::amp_weight_decay, "NeuralGrok: amplifier weight decay");
-  o.add("--meta-every", &TrainConfig::meta_every, "NeuralGrok: inner steps per amplifier update (T)");
-  o.add("--meta-grad", &TrainConfig::meta_grad, "NeuralGrok: lookahead (official code) | unrolled (exact)");
-  o.add("--amp-from", &TrainConfig::amp_from, "NeuralGrok: start from this amplifier (safetensors)");
-  o.add("--amp-frozen", &TrainConfig::amp_frozen, "NeuralGrok: never update the amplifier");
-  app->add_flag_callback("--no-progress", [&c] { c.progress = false; },
-                         "plain log lines instead of a live progress line");
+  throw Error(fmt::format("--preset '{}': expected official", name));
 }
 
 void print_summary(const Trainer& t) {
@@ -134,6 +59,10 @@ int run_cli(int argc, char** argv) {
   ConfigOptions train_options(train, train_config);
   add_task_and_model_options(train_options);
   add_training_options(train_options, train_config, train);
+  std::string preset;
+  train->add_option("--preset", preset,
+                    "official: NeuralGrok as the official code (amplifier 128,128, c 0.2, clip 1.0, outer 1%, T 4); "
+                    "flags given here override it");
   train->add_option("--resume", resume,
                     "continue the run saved in this checkpoint (its settings, overridden by flags given here)");
 
@@ -168,8 +97,9 @@ int run_cli(int argc, char** argv) {
   try {
     if (*train) {
       TrainConfig config = train_config;
+      if (!preset.empty()) config = train_options.given_over(preset_config(preset));
       if (!resume.empty()) config = train_options.given_over(config_from_checkpoint(resume));
-      Trainer trainer(config);
+      Trainer trainer(config, /*restoring=*/!resume.empty());
       if (!resume.empty()) {
         trainer.load_checkpoint(resume);
         fmt::print("resumed {} at step {}\n", resume, trainer.progress().step);
@@ -182,7 +112,7 @@ int run_cli(int argc, char** argv) {
     } else if (*eval) {
       TrainConfig config = config_from_checkpoint(eval_checkpoint);
       config.device = eval_device;
-      Trainer trainer(config);
+      Trainer trainer(config, /*restoring=*/true);
       trainer.load_checkpoint(eval_checkpoint);
       nlohmann::json result = {{"checkpoint", eval_checkpoint}, {"step", trainer.progress().step}};
       auto record = [&](const char* name, const std::vector<std::int64_t>& examples) {

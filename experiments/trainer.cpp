@@ -92,7 +92,7 @@ nlohmann::json parse_json_metadata(const SafetensorsFile& file, const std::strin
 
 }  // namespace
 
-Trainer::Trainer(TrainConfig config) : config_(std::move(config)) {
+Trainer::Trainer(TrainConfig config, bool restoring) : config_(std::move(config)) {
   config_.validate();
   device_ = parse_device(config_.device);
   dtype_ = config_.dtype == "f64" ? DType::f64 : DType::f32;
@@ -103,7 +103,7 @@ Trainer::Trainer(TrainConfig config) : config_(std::move(config)) {
   params_ = ParameterTable(model_->parameter_specs(), dtype_, device_);
   Rng init_rng(stream_seed(config_.seed, 1));
   model_->initialize(params_, init_rng);
-  apply_weight_loading(config_, *model_, params_, init_rng);
+  apply_weight_loading(config_, *model_, params_, init_rng, /*load_files=*/!restoring);
   if (config_.optimizer == "sgd") {
     optimizer_ = make_sgd(params_, {config_.momentum, config_.weight_decay});
   } else {
@@ -111,15 +111,35 @@ Trainer::Trainer(TrainConfig config) : config_(std::move(config)) {
                                      config_.optimizer == "adamw"});
   }
   sampler_ = std::make_unique<BatchSampler>(split_.train, config_.batch_size, stream_seed(config_.seed, 2));
+  if (config_.method == "grokfast-ema") {
+    filter_ = make_grokfast_ema(params_, {config_.grokfast_alpha, config_.grokfast_lambda > 0 ? config_.grokfast_lambda : 2.0});
+  } else if (config_.method == "grokfast-ma") {
+    filter_ = make_grokfast_ma(params_, {config_.grokfast_window, config_.grokfast_lambda > 0 ? config_.grokfast_lambda : 5.0});
+  }
+  if (config_.method == "neuralgrok") {
+    Rng amp_rng(stream_seed(config_.seed, 3));
+    neuralgrok_ = std::make_unique<NeuralGrok>(config_, params_, amp_rng);
+    gather_examples(data_, split_.outer, device_, outer_ids_, outer_targets_);
+  }
 }
 
 std::int64_t Trainer::eval_interval() const {
   return config_.eval_every > 0 ? config_.eval_every : sampler_->batches_per_epoch();
 }
 
-StepStats Trainer::step() {
+StepStats Trainer::step(bool with_entropy) {
   Tensor ids, targets;
   gather_examples(data_, sampler_->next(), device_, ids, targets);
+  const double lr = warmup_lr(config_.lr, progress_.step, config_.warmup_steps);
+
+  if (neuralgrok_ && config_.meta_grad == "unrolled" && neuralgrok_->updates_amplifier()) {
+    // The inner step is recorded within the current window (its tape lives across steps).
+    const InnerStepStats inner = neuralgrok_->unrolled_step(*model_, params_, *optimizer_, ids, targets, lr,
+                                                            outer_ids_, outer_targets_, with_entropy);
+    ++progress_.step;
+    return StepStats{inner.loss, inner.accuracy, inner.grad_norm, lr, inner.examples, inner.age_raw,
+                     inner.age_transformed};
+  }
 
   tape().clear();
   params_.zero_grad();
@@ -138,9 +158,20 @@ StepStats Trainer::step() {
   TG_CHECK(std::isfinite(s.grad_norm), "training diverged at step {}: the gradient norm is {} (loss {})",
            progress_.step + 1, s.grad_norm, s.loss);
 
+  if (with_entropy) s.age_raw = gradient_entropy(params_);
+  if (neuralgrok_) {
+    // Every T-th step, the amplifier first learns from this step's raw gradient (lookahead), then
+    // rewrites the gradient with its updated parameters.
+    if (neuralgrok_->updates_amplifier() && (progress_.step + 1) % config_.meta_every == 0) {
+      neuralgrok_->meta_step_lookahead(*model_, params_, outer_ids_, outer_targets_, config_.lr);
+    }
+    neuralgrok_->transform(params_);
+  }
+  if (filter_) filter_->apply(params_);
   if (config_.grad_normalize > 0) normalize_grads_per_tensor(params_, config_.grad_normalize);
+  if (with_entropy) s.age_transformed = gradient_entropy(params_);  // what the optimizer gets, before clipping
   if (config_.clip_grad_norm > 0) clip_grad_norm(params_, config_.clip_grad_norm);
-  s.lr = warmup_lr(config_.lr, progress_.step, config_.warmup_steps);
+  s.lr = lr;
   optimizer_->step(params_, s.lr);
   ++progress_.step;
   return s;
@@ -192,7 +223,8 @@ RunProgress Trainer::run() {
   double grad_norm = 0, lr = 0;
 
   while (progress_.step < config_.max_steps) {
-    const StepStats s = step();
+    const bool eval_after = (progress_.step + 1) % every == 0 || progress_.step + 1 == config_.max_steps;
+    const StepStats s = step(eval_after);
     loss_sum += s.loss;
     acc_sum += s.accuracy;
     grad_norm = s.grad_norm;
@@ -233,6 +265,23 @@ RunProgress Trainer::run() {
         record["outer_loss"] = outer.loss;
         record["outer_acc"] = outer.accuracy;
       }
+      if (neuralgrok_) {
+        record["meta_steps"] = neuralgrok_->meta_steps();
+        record["meta_outer_loss"] = neuralgrok_->last_outer_loss();
+      }
+      // Complexity metrics (papers.md): AGE of the raw and the transformed gradient, AWE of the weights.
+      auto per_tensor = [](const EntropyStats& e) {
+        nlohmann::json j = nlohmann::json::object();
+        for (std::size_t i = 0; i < e.names.size() && i < e.per_tensor.size(); ++i) j[e.names[i]] = e.per_tensor[i];
+        return j;
+      };
+      const EntropyStats awe = weight_entropy(params_);
+      record["age_raw"] = s.age_raw.total;
+      record["age_transformed"] = s.age_transformed.total;
+      record["awe"] = awe.total;
+      record["age_raw_per_tensor"] = per_tensor(s.age_raw);
+      record["age_transformed_per_tensor"] = per_tensor(s.age_transformed);
+      record["awe_per_tensor"] = per_tensor(awe);
       metrics.write(record);
       display.on_eval(progress_.step, train_loss, train_acc, test.loss, test.accuracy, rate);
       stop = config_.stop_at_test_acc > 0 && test.accuracy >= config_.stop_at_test_acc;
@@ -242,6 +291,7 @@ RunProgress Trainer::run() {
   }
   display.finish();
   save_checkpoint(checkpoint_path);
+  if (neuralgrok_) neuralgrok_->save_amplifier(config_.run_dir + "/amplifier.safetensors");
 
   nlohmann::json summary = progress_to_json(progress_);
   const double trained = progress_.wall_seconds;
@@ -262,6 +312,12 @@ void Trainer::save_checkpoint(const std::string& path) const {
   std::vector<std::int32_t> order(s.order.begin(), s.order.end());
   tensors.emplace_back("sampler.order", Tensor::from_vector(order, {static_cast<std::int64_t>(order.size())}));
   tensors.emplace_back("sampler.rng", words_to_tensor(s.rng));
+  if (neuralgrok_) {
+    for (auto& entry : neuralgrok_->checkpoint_tensors()) tensors.push_back(std::move(entry));
+  }
+  if (filter_) {
+    for (const auto& [key, buffer] : filter_->state()) tensors.emplace_back("filter." + key, buffer);
+  }
   std::map<std::string, std::string> metadata = {
       {"format", kCheckpointFormat},
       {"config", to_json(config_).dump()},
@@ -271,6 +327,8 @@ void Trainer::save_checkpoint(const std::string& path) const {
       {"sampler.cursor", std::to_string(s.cursor)},
       {"sampler.epoch", std::to_string(s.epoch)},
   };
+  if (neuralgrok_) metadata.merge(neuralgrok_->checkpoint_metadata());
+  if (filter_) metadata["filter.steps"] = std::to_string(filter_->steps());
   save_safetensors(path, tensors, metadata);
 }
 
@@ -299,6 +357,7 @@ void Trainer::load_checkpoint(const std::string& path) {
   same("seed", saved.seed, config_.seed);
   same("optimizer", metadata_at(file, path, "optimizer"), std::string(optimizer_->name()));
   same("batch_size", saved.batch_size, config_.batch_size);
+  same("method", saved.method, config_.method);
 
   for (std::size_t i = 0; i < params_.size(); ++i) expect_tensor(file, params_.name(i), params_.dtype(), params_[i].shape());
   std::map<std::string, Tensor> optimizer_state;
@@ -328,7 +387,23 @@ void Trainer::load_checkpoint(const std::string& path) {
     throw Error(fmt::format("checkpoint {}: metadata entry 'progress' is incomplete ({})", path, e.what()));
   }
 
-  // All checks passed: apply. (The sampler validates its state before taking it.)
+  std::map<std::string, Tensor> filter_state;
+  std::int64_t filter_steps = 0;
+  if (filter_) {
+    for (const auto& [key, buffer] : filter_->state()) {
+      expect_tensor(file, "filter." + key, buffer.dtype(), buffer.shape());
+      filter_state[key] = file.at("filter." + key);
+    }
+    try {
+      filter_steps = std::stoll(metadata_at(file, path, "filter.steps"));
+    } catch (const std::logic_error&) {
+      throw Error(fmt::format("checkpoint {}: metadata entry 'filter.steps' is not an integer", path));
+    }
+  }
+
+  // All checks passed: apply. (The sampler and the amplifier validate their parts before taking them.)
+  if (neuralgrok_) neuralgrok_->load_checkpoint(file.tensors, file.metadata, path);
+  if (filter_) filter_->load_state(filter_state, filter_steps);
   sampler_->set_state(s);
   optimizer_->load_state(optimizer_state, optimizer_steps);
   for (std::size_t i = 0; i < params_.size(); ++i) {

@@ -5,8 +5,11 @@
 //   logits = model.forward(...)       models/transformer.cpp -> engine/ops -> backend kernels
 //   loss = cross_entropy(logits, t)   recorded on the tape (engine/tape.h)
 //   backward(loss)                    walks the tape, fills the flat gradient buffer
+//   gradient method                   NeuralGrok's amplifier (experiments/neuralgrok.h) or a Grokfast filter
 //   gradient transforms               optim/gradient_transforms.h (normalise, clip)
 //   optimizer->step(params, lr)       one fused pass over the flat buffers (optim/)
+// With --method neuralgrok --meta-grad unrolled the whole inner step is recorded instead
+// (NeuralGrok::unrolled_step), so the amplifier's meta-gradient can flow back through it.
 #pragma once
 
 #include <memory>
@@ -15,6 +18,9 @@
 
 #include "engine/parameters.h"
 #include "experiments/batch_sampler.h"
+#include "experiments/neuralgrok.h"
+#include "optim/entropy_metrics.h"
+#include "optim/grokfast.h"
 #include "experiments/tasks.h"
 #include "experiments/train_config.h"
 #include "models/transformer.h"
@@ -25,6 +31,8 @@ namespace tg {
 struct StepStats {
   double loss = 0, accuracy = 0, grad_norm = 0, lr = 0;
   std::int64_t examples = 0;
+  // Gradient entropies (AGE), computed on steps that end in an evaluation; empty otherwise.
+  EntropyStats age_raw, age_transformed;
 };
 
 struct EvalStats {
@@ -43,12 +51,15 @@ struct RunProgress {
 
 class Trainer {
  public:
-  explicit Trainer(TrainConfig config);
+  // restoring: the caller will load_checkpoint() next, so weights are not loaded from other files
+  // (a GrokTransfer run resumes without its weak model's checkpoint).
+  explicit Trainer(TrainConfig config, bool restoring = false);
 
   // Runs until max_steps or the stop criterion; evaluates, logs, checkpoints. Returns the progress.
   RunProgress run();
 
-  StepStats step();                                                    // one optimizer update
+  // One optimizer update; with_entropy also measures the raw and transformed gradients' AGE.
+  StepStats step(bool with_entropy = false);
   EvalStats evaluate(const std::vector<std::int64_t>& examples) const;  // no tape, chunks of 4096
 
   void save_checkpoint(const std::string& path) const;  // atomic (temp file + rename)
@@ -60,6 +71,7 @@ class Trainer {
   const Model& model() const { return *model_; }
   const ParameterTable& params() const { return params_; }
   Optimizer& optimizer() { return *optimizer_; }
+  NeuralGrok* neuralgrok() { return neuralgrok_.get(); }  // null unless --method neuralgrok
   const RunProgress& progress() const { return progress_; }
   Device device() const { return device_; }
   std::int64_t eval_interval() const;
@@ -74,6 +86,9 @@ class Trainer {
   ParameterTable params_;
   std::unique_ptr<Optimizer> optimizer_;
   std::unique_ptr<BatchSampler> sampler_;
+  std::unique_ptr<NeuralGrok> neuralgrok_;
+  std::unique_ptr<GradientFilter> filter_;  // Grokfast EMA / MA, when chosen
+  Tensor outer_ids_, outer_targets_;  // the whole outer set, on the device (NeuralGrok's meta loss)
   RunProgress progress_;
 };
 

@@ -7,6 +7,7 @@
 
 #include "engine/error.h"
 #include "engine/ops.h"
+#include "models/token_embedding.h"
 
 namespace tg {
 
@@ -26,6 +27,7 @@ Transformer::Transformer(TransformerConfig config) : config_(config) {
            "transformer: width {} must be a positive multiple of heads {}", c.width, c.heads);
   TG_CHECK(c.layers >= 0, "transformer: layers must be >= 0, got {}", c.layers);
   TG_CHECK(c.mlp_ratio >= 1, "transformer: mlp ratio must be >= 1, got {}", c.mlp_ratio);
+  TG_CHECK(c.embedding_rank >= 0, "transformer: embedding rank must be >= 0, got {}", c.embedding_rank);
 }
 
 // Per layer, in this order (the index arithmetic in forward() relies on it).
@@ -34,12 +36,14 @@ enum LayerParam : std::size_t {
   kLn1Weight, kLn1Bias, kLn2Weight, kLn2Bias, kInProjWeight, kInProjBias, kOutProjWeight, kOutProjBias,
   kMlp0Weight, kMlp0Bias, kMlp2Weight, kMlp2Bias, kPerLayer
 };
-constexpr std::size_t kTokenEmbeddings = 0, kPositionEmbeddings = 1, kFirstLayer = 2;
+// The token embedding comes first: one tensor, or two (A, B) when factorised.
+constexpr std::size_t kTokenEmbeddings = 0;
 }  // namespace
 
 std::vector<ParameterSpec> Transformer::parameter_specs() const {
   const std::int64_t d = config_.width, v = config_.vocab, h = config_.mlp_ratio * d;
-  std::vector<ParameterSpec> s = {{"token_embeddings.weight", {v, d}}, {"position_embeddings.weight", {config_.seq_len, d}}};
+  std::vector<ParameterSpec> s = token_embedding_specs(v, d, config_.embedding_rank);
+  s.push_back({"position_embeddings.weight", {config_.seq_len, d}});
   for (std::int64_t i = 0; i < config_.layers; ++i) {
     const std::string p = fmt::format("layers.{}.", i);
     s.push_back({p + "ln_1.weight", {d}});
@@ -70,6 +74,7 @@ void Transformer::initialize(const ParameterTable& params, Rng& rng) const {
     const Tensor& p = params[i];
     const Shape& s = p.shape();
     auto ends_with = [&](const char* suffix) { return name.size() >= std::strlen(suffix) && name.ends_with(suffix); };
+    if (initialize_token_embedding(name, p, rng)) continue;  // token_embeddings.{weight | A, B}
     Tensor init;
     if (ends_with("embeddings.weight")) {
       init = normal_tensor(rng, s, 0.0, 1.0, p.dtype());  // nn.Embedding: N(0, 1)
@@ -98,16 +103,20 @@ void Transformer::initialize(const ParameterTable& params, Rng& rng) const {
 
 Tensor Transformer::forward(const TensorList& p, const Tensor& ids) const {
   const auto& c = config_;
-  TG_CHECK(p.size() == kFirstLayer + kPerLayer * static_cast<std::size_t>(c.layers) + 3,
+  // After the token embedding (1 or 2 tensors): position embeddings, then the layers.
+  const std::size_t position_embeddings = token_embedding_param_count(c.embedding_rank);
+  const std::size_t first_layer = position_embeddings + 1;
+  TG_CHECK(p.size() == first_layer + kPerLayer * static_cast<std::size_t>(c.layers) + 3,
            "transformer: forward got {} parameter tensors, expected {}", p.size(), parameter_specs().size());
   TG_CHECK(ids.dtype() == DType::i32 && ids.dim() == 2 && ids.size(1) == c.seq_len,
            "transformer: ids must be i32 [B, {}], got {}", c.seq_len, ids.str());
   const std::int64_t batch = ids.size(0), s = c.seq_len, d = c.width;
 
   // [B, S, d] + [S, d] (broadcast over the batch)
-  Tensor x = add(embedding(ids, p[kTokenEmbeddings]), p[kPositionEmbeddings]);
+  const Tensor table = token_embedding_table(p, kTokenEmbeddings, c.embedding_rank);  // [V, d]
+  Tensor x = add(embedding(ids, table), p[position_embeddings]);
   for (std::int64_t layer = 0; layer < c.layers; ++layer) {
-    const Tensor* w = &p[kFirstLayer + kPerLayer * static_cast<std::size_t>(layer)];
+    const Tensor* w = &p[first_layer + kPerLayer * static_cast<std::size_t>(layer)];
     auto attention = [&](const Tensor& h) {  // [B, S, d] -> [B, S, d]
       Tensor qkv = linear(h, w[kInProjWeight], w[kInProjBias]);  // [B, S, 3d]
       return linear(causal_self_attention(qkv, c.heads), w[kOutProjWeight], w[kOutProjBias]);
@@ -123,7 +132,7 @@ Tensor Transformer::forward(const TensorList& p, const Tensor& ids) const {
     }
     x = add(x, mlp(layernorm(x, w[kLn2Weight], w[kLn2Bias], c.ln_eps)));
   }
-  const std::size_t f = kFirstLayer + kPerLayer * static_cast<std::size_t>(c.layers);
+  const std::size_t f = first_layer + kPerLayer * static_cast<std::size_t>(c.layers);
   Tensor last = reshape(slice(x, 1, s - 1, 1), {batch, d});  // the answer position
   return linear(layernorm(last, p[f], p[f + 1], c.ln_eps), p[f + 2]);  // [B, V]
 }

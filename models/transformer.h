@@ -1,5 +1,7 @@
 // The decoder-only Transformer of the grokking papers (NeuralGrok's reference code):
 //   x = token_embeddings[ids] + position_embeddings[0..S)
+//       (embedding_rank r > 0: the token table is token_embeddings.A [V, r] * token_embeddings.B [r, d],
+//        GrokTransfer's factorised embedding; models/token_embedding.h)
 //   per layer, block "reference" (as published):  x = ln_1(x); x = x + attn(x); x = x + mlp(ln_2(x))
 //              block "prenorm":                   x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
 //   logits = head(ln_f(x[:, S-1]))         only the answer position is ever scored
@@ -28,6 +30,7 @@ struct TransformerConfig {
   std::int64_t mlp_ratio = 4;
   BlockVariant block = BlockVariant::reference;
   double ln_eps = 1e-5;
+  std::int64_t embedding_rank = 0;  // > 0: factorised token embedding A [V, r] B [r, width]
 };
 
 class Transformer final : public Model {

@@ -12,6 +12,34 @@ namespace tg {
 
 namespace {
 
+// Frozen parameters (ParameterTable::set_frozen) must come out of a step exactly as they went in: the
+// fused update runs over the whole flat buffers (weight decay and momentum would move a parameter even
+// with a zero gradient), so the frozen segments of the values and of every state buffer are copied
+// aside before the update and written back after it. Nothing is done when no parameter is frozen.
+class FrozenSegments {
+ public:
+  FrozenSegments(const ParameterTable& params, std::initializer_list<Tensor> state) {
+    if (!params.any_frozen()) return;
+    TensorList buffers = {params.flat_values()};
+    for (const Tensor& b : state) {
+      if (b.defined()) buffers.push_back(b);
+    }
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      if (!params.frozen(i)) continue;
+      for (const Tensor& b : buffers) {
+        Tensor view = params.segment(b, i);
+        saved_.emplace_back(view, view.clone());
+      }
+    }
+  }
+  void restore() {
+    for (auto& [view, copy] : saved_) view.copy_from_(copy);
+  }
+
+ private:
+  std::vector<std::pair<Tensor, Tensor>> saved_;
+};
+
 class Adam final : public Optimizer {
  public:
   Adam(const ParameterTable& params, AdamConfig config)
@@ -30,7 +58,9 @@ class Adam final : public Optimizer {
     s.decoupled_weight_decay = config_.decoupled_weight_decay;
     s.bias_correction1 = 1.0 - std::pow(config_.beta1, static_cast<double>(steps_));
     s.bias_correction2 = 1.0 - std::pow(config_.beta2, static_cast<double>(steps_));
+    FrozenSegments frozen(params, {m_, v_});
     backend_for(params.device()).adam_update(params.flat_values(), params.flat_grads(), m_, v_, s);
+    frozen.restore();
     params.flat_values().storage()->bump_version();
   }
 
@@ -64,9 +94,11 @@ class Sgd final : public Optimizer {
   const char* name() const override { return "sgd"; }
 
   void step(const ParameterTable& params, double lr) override {
+    FrozenSegments frozen(params, {buf_});
     backend_for(params.device())
         .sgd_update(params.flat_values(), params.flat_grads(), buf_, lr, config_.momentum, config_.weight_decay,
                     steps_ == 0);
+    frozen.restore();
     params.flat_values().storage()->bump_version();
     ++steps_;
   }

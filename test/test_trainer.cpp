@@ -84,16 +84,35 @@ TEST_CASE("the same seed gives bit-identical runs; another seed does not", "[tra
 
 TEST_CASE("resuming from a checkpoint reproduces the uninterrupted run bit for bit", "[trainer][checkpoint]") {
   const std::string dir = temp_dir("resume");
-  for (const char* optimizer : {"adam", "sgd"}) {
+  struct Variant {
+    std::string name, optimizer, method, meta_grad;
+  };
+  const std::vector<Variant> variants = {{"adam", "adam", "standard", ""},
+                                         {"sgd", "sgd", "standard", ""},
+                                         {"grokfast-ema", "adam", "grokfast-ema", ""},
+                                         {"grokfast-ma", "adam", "grokfast-ma", ""},
+                                         {"neuralgrok-lookahead", "adam", "neuralgrok", "lookahead"},
+                                         {"neuralgrok-unrolled", "adam", "neuralgrok", "unrolled"}};
+  for (const Variant& v : variants) {
+    const char* optimizer = v.name.c_str();
     CAPTURE(optimizer);
-    TrainConfig full = tiny(dir + "/full_" + optimizer);
-    full.optimizer = optimizer;
+    TrainConfig full = tiny(dir + "/full_" + v.name);
+    full.optimizer = v.optimizer;
+    full.method = v.method;
+    full.grokfast_window = 4;
+    if (v.method == "neuralgrok") {
+      full.outer_fraction = 0.05;
+      full.amp_hidden = "8,8";
+      full.meta_every = 2;  // the resume point (step 10) is a window boundary
+      full.meta_grad = v.meta_grad;
+      full.clip_grad_norm = 1.0;
+    }
     full.max_steps = 21;  // not a multiple of the epoch length: resume mid-epoch
     Trainer uninterrupted(full);
     uninterrupted.run();
 
     TrainConfig first = full;
-    first.run_dir = dir + "/part_" + optimizer;
+    first.run_dir = dir + "/part_" + v.name;
     first.max_steps = 10;
     Trainer part(first);
     part.run();
@@ -106,7 +125,39 @@ TEST_CASE("resuming from a checkpoint reproduces the uninterrupted run bit for b
     CHECK(flat(resumed) == flat(uninterrupted));
     CHECK(values(resumed.optimizer().state().begin()->second) ==
           values(uninterrupted.optimizer().state().begin()->second));
+    if (v.method == "neuralgrok") {
+      CHECK(values(resumed.neuralgrok()->amp_params().flat_values()) ==
+            values(uninterrupted.neuralgrok()->amp_params().flat_values()));
+      CHECK(resumed.neuralgrok()->meta_steps() == uninterrupted.neuralgrok()->meta_steps());
+    }
   }
+}
+
+TEST_CASE("every evaluation logs AGE and AWE, raw and transformed, per tensor and in total", "[trainer][metrics]") {
+  TrainConfig c = tiny(temp_dir("age"));
+  c.method = "neuralgrok";
+  c.outer_fraction = 0.05;
+  c.amp_hidden = "8,8";
+  c.meta_every = 2;
+  c.max_steps = 8;
+  c.eval_every = 4;
+  Trainer t(c);
+  t.run();
+  std::istringstream lines(read_file(c.run_dir + "/metrics.jsonl"));
+  int records = 0;
+  for (std::string line; std::getline(lines, line); ++records) {
+    const auto j = nlohmann::json::parse(line);
+    CHECK(j.at("age_raw").get<double>() > 0);
+    CHECK(j.at("age_transformed").get<double>() > 0);
+    CHECK(j.at("age_raw").get<double>() != j.at("age_transformed").get<double>());
+    CHECK(j.at("awe").get<double>() > 0);
+    double total = 0;
+    for (const auto& [name, value] : j.at("age_raw_per_tensor").items()) total += value.get<double>();
+    CHECK(std::abs(total - j.at("age_raw").get<double>()) < 1e-9 * std::abs(total));
+    CHECK(j.at("age_raw_per_tensor").size() == t.params().size());
+    CHECK(j.at("meta_steps").get<int>() > 0);
+  }
+  CHECK(records == 2);
 }
 
 TEST_CASE("training learns an easy task", "[trainer]") {

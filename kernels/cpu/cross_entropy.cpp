@@ -1,6 +1,7 @@
 // Fused log-softmax + negative log-likelihood per row, and its gradient (softmax - onehot) * dl.
 #include <cmath>
 
+#include "kernels/cpu/fast_math.h"
 #include "kernels/cpu/kernels.h"
 
 namespace tg::cpu {
@@ -10,11 +11,12 @@ void cross_entropy_forward(const T* logits, const std::int32_t* targets, T* loss
                            std::int64_t v) {
   for (std::int64_t r = 0; r < n; ++r) {
     const T* row = logits + r * v;
-    double max = row[0];
+    T max = row[0];
     for (std::int64_t j = 1; j < v; ++j) max = row[j] > max ? row[j] : max;
     double total = 0.0;
-    for (std::int64_t j = 0; j < v; ++j) total += std::exp(double(row[j]) - max);
-    const double l = max + std::log(total);
+#pragma omp simd reduction(+ : total)
+    for (std::int64_t j = 0; j < v; ++j) total += exp_approx(row[j] - max);
+    const double l = double(max) + std::log(total);
     lse[r] = static_cast<T>(l);
     losses[r] = static_cast<T>(l - double(row[targets[r]]));
   }
@@ -26,7 +28,8 @@ void cross_entropy_backward(const T* logits, const std::int32_t* targets, const 
   for (std::int64_t r = 0; r < n; ++r) {
     const T* row = logits + r * v;
     T* out = dlogits + r * v;
-    for (std::int64_t j = 0; j < v; ++j) out[j] = std::exp(row[j] - lse[r]) * dloss_times_scale;
+    const T shift = lse[r];
+    for (std::int64_t j = 0; j < v; ++j) out[j] = exp_approx(row[j] - shift) * dloss_times_scale;
     out[targets[r]] -= dloss_times_scale;
   }
 }

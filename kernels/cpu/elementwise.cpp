@@ -1,8 +1,10 @@
 // Elementwise CPU kernels: fill, strided copy, dtype conversion, unary math, activation derivatives
 // and broadcasting binary arithmetic.
 #include <cmath>
+#include <cstring>
 #include <numbers>
 
+#include "kernels/cpu/fast_math.h"
 #include "kernels/cpu/kernels.h"
 
 namespace tg::cpu {
@@ -70,13 +72,14 @@ struct Cursor {
   }
 };
 
+// The normal density and CDF: vectorisable float versions, libm for double (kernels/cpu/fast_math.h).
 template <class T>
-T phi(T x) {  // standard normal density
-  return static_cast<T>(std::exp(-0.5 * static_cast<double>(x) * static_cast<double>(x)) * 0.3989422804014327);
+T phi(T x) {
+  return normal_pdf(x);
 }
 template <class T>
-T Phi(T x) {  // standard normal CDF
-  return static_cast<T>(0.5 * (1.0 + std::erf(static_cast<double>(x) * 0.7071067811865476)));
+T Phi(T x) {
+  return normal_cdf(x);
 }
 
 }  // namespace
@@ -88,6 +91,12 @@ void fill(T* out, const StridedView& view, T value) {
 
 template <class T>
 void copy(const T* src, const StridedView& src_view, T* dst, const StridedView& dst_view) {
+  const bool src_flat = src_view.rank == 0 || (src_view.rank == 1 && src_view.strides[0] == 1);
+  const bool dst_flat = dst_view.rank == 0 || (dst_view.rank == 1 && dst_view.strides[0] == 1);
+  if (src_flat && dst_flat) {  // both contiguous: one memcpy
+    std::memcpy(dst, src, sizeof(T) * static_cast<std::size_t>(src_view.rank == 0 ? 1 : src_view.shape[0]));
+    return;
+  }
   // Both views list the same elements in the same row-major order (merging dimensions keeps the
   // order), so walk them side by side.
   Cursor cs(src_view);
@@ -106,7 +115,7 @@ template <class T>
 void unary(UnaryOp op, const T* x, T* out, std::int64_t n, T alpha, T beta) {
   switch (op) {
     case UnaryOp::neg: for (std::int64_t i = 0; i < n; ++i) out[i] = -x[i]; break;
-    case UnaryOp::exp: for (std::int64_t i = 0; i < n; ++i) out[i] = std::exp(x[i]); break;
+    case UnaryOp::exp: for (std::int64_t i = 0; i < n; ++i) out[i] = std::exp(x[i]); break;  // exact: ops use it
     case UnaryOp::log: for (std::int64_t i = 0; i < n; ++i) out[i] = std::log(x[i]); break;
     case UnaryOp::abs: for (std::int64_t i = 0; i < n; ++i) out[i] = std::abs(x[i]); break;
     case UnaryOp::sqrt: for (std::int64_t i = 0; i < n; ++i) out[i] = std::sqrt(x[i]); break;

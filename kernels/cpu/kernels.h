@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "engine/backend.h"
 
@@ -86,5 +87,33 @@ void cross_entropy_forward(const T* logits, const std::int32_t* targets, T* loss
 template <class T>
 void cross_entropy_backward(const T* logits, const std::int32_t* targets, const T* lse, T dloss_times_scale,
                             T* dlogits, std::int64_t n, std::int64_t v);
+
+// ---- NeuralGrok amplifier (neural_amplify.cpp) ----
+// A run [begin, begin + size) of a flat buffer.
+struct Run {
+  std::int64_t begin = 0, size = 0;
+};
+// The amplifier MLP as the kernels see it: linear layer l maps in[l] -> out[l] features,
+// w[l]: [out[l], in[l]], b[l]: [out[l]] (in[0] = 1, out[last] = 1), ReLU between layers.
+template <class T> struct Mlp {
+  std::vector<const T*> w, b;
+  std::vector<std::int64_t> in, out;
+};
+// g, out, scores: [n]; stats: [runs, 3] = (max score, sum exp(score - max), ||p g||) per run.
+// See Backend::neural_amplify_forward.
+template <class T>
+void neural_amplify_forward(const T* g, std::int64_t n, const Mlp<T>& mlp, const std::vector<Run>& runs, double c,
+                            T* out, T* scores, T* stats);
+// dout, g, dg: [n]; dw[l], db[l]: shaped like mlp.w[l], mlp.b[l] (overwritten).
+template <class T>
+void neural_amplify_backward(const T* dout, const T* g, std::int64_t n, const Mlp<T>& mlp, const std::vector<Run>& runs,
+                             double c, const T* scores, const T* stats, T* dg, const std::vector<T*>& dw,
+                             const std::vector<T*>& db);
+
+// ---- Grokfast filters (grokfast.cpp) ----  all buffers [n]; see Backend::grokfast_ema / grokfast_ma
+template <class T> void grokfast_ema(T* g, T* mu, std::int64_t n, T alpha, T lambda, bool first_step);
+template <class T>
+void grokfast_ma(T* g, T* slot, T* sum, T* comp, std::int64_t n, T lambda, std::int64_t window, bool evict,
+                 bool amplify);
 
 }  // namespace tg::cpu

@@ -14,13 +14,16 @@ void layernorm_forward(const T* x, const T* gamma, const T* beta, T eps, T* y, T
     const T* xr = x + r * c;
     T* yr = y + r * c;
     double m = 0.0;
+#pragma omp simd reduction(+ : m)
     for (std::int64_t i = 0; i < c; ++i) m += xr[i];
     m /= static_cast<double>(c);
     double v = 0.0;
+#pragma omp simd reduction(+ : v)
     for (std::int64_t i = 0; i < c; ++i) v += (xr[i] - m) * (xr[i] - m);
     v /= static_cast<double>(c);
     const double s = 1.0 / std::sqrt(v + static_cast<double>(eps));
-    for (std::int64_t i = 0; i < c; ++i) yr[i] = static_cast<T>((xr[i] - m) * s) * gamma[i] + beta[i];
+    const T mt = static_cast<T>(m), st = static_cast<T>(s);
+    for (std::int64_t i = 0; i < c; ++i) yr[i] = (xr[i] - mt) * st * gamma[i] + beta[i];
     mean[r] = static_cast<T>(m);
     rstd[r] = static_cast<T>(s);
   }
@@ -38,13 +41,16 @@ void layernorm_backward(const T* dy, const T* x, const T* gamma, const T* mean, 
     T* dxr = dx + r * c;
     const double m = mean[r], s = rstd[r];
     double g_mean = 0.0, gx_mean = 0.0;
+    double* dgp = dg.data();
+    double* dbp = db.data();
+#pragma omp simd reduction(+ : g_mean, gx_mean)
     for (std::int64_t i = 0; i < c; ++i) {
       const double xhat = (xr[i] - m) * s;
       const double g = double(dyr[i]) * double(gamma[i]);
       g_mean += g;
       gx_mean += g * xhat;
-      dg[static_cast<std::size_t>(i)] += double(dyr[i]) * xhat;
-      db[static_cast<std::size_t>(i)] += dyr[i];
+      dgp[i] += double(dyr[i]) * xhat;
+      dbp[i] += dyr[i];
     }
     g_mean /= static_cast<double>(c);
     gx_mean /= static_cast<double>(c);

@@ -1,11 +1,20 @@
 // Reductions in a fixed order with double accumulators (deterministic, and accurate enough that
 // float32 sums of a whole parameter vector stay close to the float64 reference).
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "kernels/cpu/kernels.h"
 
 namespace tg::cpu {
+
+namespace {
+// One term of ReduceOp::abs_entropy: -|x| ln|x|, 0 at x = 0 (NaN stays NaN).
+inline double abs_entropy_term(double x) {
+  const double a = std::fabs(x);
+  return a == 0.0 ? 0.0 : -a * std::log(a);
+}
+}  // namespace
 
 template <class T>
 void reduce_dim(ReduceOp op, const T* x, T* out, std::int64_t outer, std::int64_t reduce, std::int64_t inner) {
@@ -17,6 +26,8 @@ void reduce_dim(ReduceOp op, const T* x, T* out, std::int64_t outer, std::int64_
       const T* row = block + r * inner;
       if (op == ReduceOp::sum) {
         for (std::int64_t i = 0; i < inner; ++i) acc[static_cast<std::size_t>(i)] += row[i];
+      } else if (op == ReduceOp::abs_entropy) {
+        for (std::int64_t i = 0; i < inner; ++i) acc[static_cast<std::size_t>(i)] += abs_entropy_term(row[i]);
       } else {
         for (std::int64_t i = 0; i < inner; ++i) acc[static_cast<std::size_t>(i)] += double(row[i]) * double(row[i]);
       }
@@ -30,6 +41,8 @@ void reduce_all(ReduceOp op, const T* x, T* out, std::int64_t n) {
   double acc = 0.0;
   if (op == ReduceOp::sum) {
     for (std::int64_t i = 0; i < n; ++i) acc += x[i];
+  } else if (op == ReduceOp::abs_entropy) {
+    for (std::int64_t i = 0; i < n; ++i) acc += abs_entropy_term(x[i]);
   } else {
     for (std::int64_t i = 0; i < n; ++i) acc += double(x[i]) * double(x[i]);
   }

@@ -1,6 +1,7 @@
 // Row softmax, max-subtracted for stability.
 #include <cmath>
 
+#include "kernels/cpu/fast_math.h"
 #include "kernels/cpu/kernels.h"
 
 namespace tg::cpu {
@@ -12,11 +13,10 @@ void softmax_forward(const T* x, T* y, std::int64_t rows, std::int64_t n) {
     T* yr = y + r * n;
     T max = xr[0];
     for (std::int64_t j = 1; j < n; ++j) max = xr[j] > max ? xr[j] : max;
+    for (std::int64_t j = 0; j < n; ++j) yr[j] = exp_approx(xr[j] - max);  // vectorised
     double total = 0.0;
-    for (std::int64_t j = 0; j < n; ++j) {
-      yr[j] = std::exp(xr[j] - max);
-      total += yr[j];
-    }
+#pragma omp simd reduction(+ : total)
+    for (std::int64_t j = 0; j < n; ++j) total += yr[j];
     const T inv = static_cast<T>(1.0 / total);
     for (std::int64_t j = 0; j < n; ++j) yr[j] *= inv;
   }
@@ -29,6 +29,7 @@ void softmax_backward(const T* y, const T* dy, T* dx, std::int64_t rows, std::in
     const T* dyr = dy + r * n;
     T* dxr = dx + r * n;
     double dot = 0.0;
+#pragma omp simd reduction(+ : dot)
     for (std::int64_t j = 0; j < n; ++j) dot += double(dyr[j]) * double(yr[j]);
     const T s = static_cast<T>(dot);
     for (std::int64_t j = 0; j < n; ++j) dxr[j] = yr[j] * (dyr[j] - s);

@@ -73,6 +73,20 @@ __device__ T block_reduce(T v, Op op, T* scratch) {
   return r;
 }
 
+// The term a ReduceCode sums, in double: x, x^2 or -|x| ln|x| (0 at x = 0, NaN stays NaN).
+template <ReduceCode kOp>
+__device__ __forceinline__ double reduce_term(float value) {
+  const double v = value;
+  if constexpr (kOp == ReduceCode::sum) {
+    return v;
+  } else if constexpr (kOp == ReduceCode::sum_squares) {
+    return v * v;
+  } else {
+    const double a = fabs(v);
+    return a == 0.0 ? 0.0 : -a * log(a);
+  }
+}
+
 // Offset of the element with row-major linear index `index` in a strided layout.
 __device__ __forceinline__ std::int64_t layout_offset(const Layout& l, std::int64_t index) {
   std::int64_t offset = 0;

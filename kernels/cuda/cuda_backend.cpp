@@ -19,8 +19,10 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "engine/error.h"
+#include "engine/ops.h"  // Segment
 #include "kernels/cuda/cuda_runtime_query.h"
 #include "kernels/cuda/launch.cuh"
 
@@ -155,6 +157,15 @@ UnaryCode unary_code(UnaryOp op) {
   throw Error("cuda kernel unary: unknown unary op");
 }
 
+ReduceCode reduce_code(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::sum: return ReduceCode::sum;
+    case ReduceOp::sum_squares: return ReduceCode::sum_squares;
+    case ReduceOp::abs_entropy: return ReduceCode::abs_entropy;
+  }
+  throw Error("cuda kernel reduce: unknown reduce op");
+}
+
 BinaryCode binary_code(BinaryOp op) {
   switch (op) {
     case BinaryOp::add: return BinaryCode::add;
@@ -178,6 +189,7 @@ class CudaBackend final : public Backend {
     check_call(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, index_),
                "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)");
     check_call(configure_kernels(optin, limits_), "configure_kernels (cudaFuncSetAttribute)");
+    check_call(configure_amplifier_kernels(optin, amp_smem_limit_), "configure_amplifier_kernels (cudaFuncSetAttribute)");
     check_call(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
     check_cublas(cublasCreate(&cublas_), "cublasCreate", {});
     check_cublas(cublasSetStream(cublas_, stream_), "cublasSetStream", {});
@@ -320,7 +332,7 @@ class CudaBackend final : public Backend {
                   std::int64_t inner) override {
     const Args args = {{"x", x}, {"out", out}};
     prepare("reduce_dim", args);
-    check_kernel(launch_reduce_dim(op == ReduceOp::sum_squares, ptr<const float>(x), ptr<float>(out), outer, reduce,
+    check_kernel(launch_reduce_dim(reduce_code(op), ptr<const float>(x), ptr<float>(out), outer, reduce,
                                    inner, stream_),
                  "reduce_dim", args);
   }
@@ -331,7 +343,7 @@ class CudaBackend final : public Backend {
     const std::int64_t n = x.numel();
     const std::size_t bytes = reduce_all_workspace_bytes(n);
     Scratch scratch(allocator_, bytes);
-    check_kernel(launch_reduce_all(op == ReduceOp::sum_squares, ptr<const float>(x), ptr<float>(out), n,
+    check_kernel(launch_reduce_all(reduce_code(op), ptr<const float>(x), ptr<float>(out), n,
                                    scratch.get(), bytes, stream_),
                  "reduce_all", args);
   }
@@ -395,7 +407,7 @@ class CudaBackend final : public Backend {
     const Args args = {{"x", x}, {"out", out}};
     prepare("segmented_reduce", args);
     const std::int64_t segments = check_offsets("segmented_reduce", x, offsets, out.numel());
-    check_kernel(launch_segmented_reduce(op == ReduceOp::sum_squares, ptr<const float>(x), offsets.data(), segments,
+    check_kernel(launch_segmented_reduce(reduce_code(op), ptr<const float>(x), offsets.data(), segments,
                                          ptr<float>(out), stream_),
                  "segmented_reduce", args);
   }
@@ -512,7 +524,118 @@ class CudaBackend final : public Backend {
                  "cross_entropy_backward", args);
   }
 
+  // ---- NeuralGrok amplifier and Grokfast filters
+
+  void neural_amplify_forward(const Tensor& g, const std::vector<Tensor>& weights,
+                              const std::vector<Segment>& segments, double c, const Tensor& out, const Tensor& scores,
+                              const Tensor& stats) override {
+    const char* op = "neural_amplify_forward";
+    const Args args = {{"g", g}, {"out", out}, {"scores", scores}, {"stats", stats}};
+    prepare(op, args);
+    const AmpMlp mlp = amp_mlp(op, weights);
+    const int entries = amp_tile_entries(op, mlp, weights);
+    std::vector<std::int64_t> begin, size;
+    for (const Segment& s : segments) {
+      begin.push_back(s.begin);
+      size.push_back(s.size);
+    }
+    const auto count = static_cast<std::int64_t>(segments.size());
+    const std::size_t bytes = neural_amplify_forward_workspace_bytes(size.data(), count, entries);
+    Scratch scratch(allocator_, bytes);
+    check_kernel(launch_neural_amplify_forward(ptr<const float>(g), g.numel(), mlp, begin.data(), size.data(), count,
+                                               static_cast<float>(c), entries, ptr<float>(out), ptr<float>(scores),
+                                               ptr<float>(stats), scratch.get(), bytes, stream_),
+                 op, args);
+  }
+
+  void neural_amplify_backward(const Tensor& dout, const Tensor& g, const std::vector<Tensor>& weights,
+                               const std::vector<Segment>& segments, double c, const Tensor& scores,
+                               const Tensor& stats, const Tensor& dg, const std::vector<Tensor>& dweights) override {
+    const char* op = "neural_amplify_backward";
+    const Args args = {{"dout", dout}, {"g", g}, {"scores", scores}, {"stats", stats}, {"dg", dg}};
+    prepare(op, args);
+    const AmpMlp mlp = amp_mlp(op, weights);
+    const int entries = amp_tile_entries(op, mlp, weights);
+    TG_CHECK(dweights.size() == weights.size(), "cuda kernel {}: {} weight gradients for {} weights", op,
+             dweights.size(), weights.size());
+    AmpGrads grads;
+    for (std::size_t i = 0; i < dweights.size(); ++i) {
+      prepare(op, {{"dweight", dweights[i]}});
+      TG_CHECK(dweights[i].numel() == weights[i].numel(), "cuda kernel {}: gradient {} does not match weight {}", op,
+               dweights[i].str(), weights[i].str());
+      (i % 2 == 0 ? grads.w : grads.b)[i / 2] = ptr<float>(dweights[i]);
+    }
+    std::vector<std::int64_t> begin, size;
+    for (const Segment& s : segments) {
+      begin.push_back(s.begin);
+      size.push_back(s.size);
+    }
+    const auto count = static_cast<std::int64_t>(segments.size());
+    const std::size_t bytes = neural_amplify_backward_workspace_bytes(mlp, count);
+    Scratch scratch(allocator_, bytes);
+    check_kernel(launch_neural_amplify_backward(ptr<const float>(dout), ptr<const float>(g), g.numel(), mlp,
+                                                begin.data(), size.data(), count, static_cast<float>(c), entries,
+                                                ptr<const float>(scores), ptr<const float>(stats), ptr<float>(dg),
+                                                grads, scratch.get(), bytes, stream_),
+                 op, args);
+  }
+
+  void grokfast_ema(const Tensor& grad, const Tensor& mu, double alpha, double lambda, bool first_step) override {
+    const Args args = {{"grad", grad}, {"mu", mu}};
+    prepare("grokfast_ema", args);
+    check_kernel(launch_grokfast_ema(ptr<float>(grad), ptr<float>(mu), grad.numel(), static_cast<float>(alpha),
+                                     static_cast<float>(lambda), first_step, stream_),
+                 "grokfast_ema", args);
+  }
+
+  void grokfast_ma(const Tensor& grad, const Tensor& slot, const Tensor& sum, const Tensor& comp, double lambda,
+                   std::int64_t window, bool evict, bool amplify) override {
+    const Args args = {{"grad", grad}, {"slot", slot}, {"sum", sum}, {"comp", comp}};
+    prepare("grokfast_ma", args);
+    check_kernel(launch_grokfast_ma(ptr<float>(grad), ptr<float>(slot), ptr<float>(sum), ptr<float>(comp),
+                                    grad.numel(), static_cast<float>(lambda), window, evict, amplify, stream_),
+                 "grokfast_ma", args);
+  }
+
  private:
+  // The amplifier's weights [W0, b0, ..., Wk, bk] (checked by the op layer) as the kernels' AmpMlp.
+  AmpMlp amp_mlp(const char* op, const std::vector<Tensor>& weights) {
+    const auto layers = static_cast<std::int64_t>(weights.size() / 2);
+    TG_CHECK(layers >= 2 && layers <= kMaxAmpLayers,
+             "cuda kernel {}: the amplifier has {} linear layers; the GPU kernels take 2 to {} (at most {} hidden "
+             "layers)",
+             op, layers, kMaxAmpLayers, kMaxAmpLayers - 1);
+    AmpMlp mlp;
+    mlp.layers = static_cast<int>(layers);
+    for (std::int64_t l = 0; l < layers; ++l) {
+      const Tensor& w = weights[static_cast<std::size_t>(2 * l)];
+      const Tensor& b = weights[static_cast<std::size_t>(2 * l + 1)];
+      prepare(op, {{"weight", w}, {"bias", b}});
+      TG_CHECK(w.dim() == 2 && w.size(0) <= INT_MAX && w.size(1) <= INT_MAX,
+               "cuda kernel {}: amplifier weight {} is not a [out, in] matrix of int sizes", op, w.str());
+      mlp.out[l] = static_cast<int>(w.size(0));
+      mlp.in[l] = static_cast<int>(w.size(1));
+      mlp.w[l] = ptr<const float>(w);
+      mlp.b[l] = ptr<const float>(b);
+    }
+    return mlp;
+  }
+
+  // Entries per tile for this MLP on this GPU; an error when its hidden layers are too wide.
+  int amp_tile_entries(const char* op, const AmpMlp& mlp, const std::vector<Tensor>& weights) const {
+    const int entries = amplifier_tile_entries(mlp, amp_smem_limit_);
+    if (entries > 0) return entries;
+    std::string sizes;
+    for (std::size_t i = 0; i + 2 < weights.size(); i += 2) {
+      if (!sizes.empty()) sizes += ',';
+      sizes += fmt::format("{}", weights[i].size(0));
+    }
+    throw Error(fmt::format("cuda kernel {} on {}: amplifier hidden sizes ({}) need more than the {} bytes of shared "
+                            "memory a block may use on this GPU, even one entry per tile; use narrower hidden layers "
+                            "or run the amplifier on the CPU",
+                            op, name_, sizes, amp_smem_limit_));
+  }
+
   // Device memory for one call's temporaries, returned to the cache when the call returns. Safe
   // while kernels still run: every later user of the block is queued behind them on the stream.
   class Scratch {
@@ -599,6 +722,7 @@ class CudaBackend final : public Backend {
   std::string name_;
   CachingAllocator allocator_;
   KernelLimits limits_;
+  int amp_smem_limit_ = 48 * 1024;  // dynamic shared memory the amplifier kernels may use (configure_amplifier_kernels)
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
 };

@@ -45,6 +45,8 @@ struct Operand {
 // Mirrors of tg::UnaryOp / tg::BinaryOp, kept here so that .cu files need no engine headers.
 enum class UnaryCode : int { neg, exp, log, abs, sqrt, square, sign, relu, gelu, gelu_grad2, affine };
 enum class BinaryCode : int { add, sub, mul, div };
+// Mirror of tg::ReduceOp. abs_entropy sums -|x| ln|x| (0 at x = 0).
+enum class ReduceCode : int { sum, sum_squares, abs_entropy };
 
 // ---------------------------------------------------------------- setup
 // The most dynamic shared memory (bytes) each attention kernel may be launched with on a device.
@@ -78,12 +80,12 @@ cudaError_t launch_binary(BinaryCode op, const float* a, const Operand& a_access
                           const Operand& b_access, float* out, std::int64_t n, cudaStream_t stream);
 
 // ---------------------------------------------------------------- reduce.cu
-// x: [outer, reduce, inner] -> out: [outer, inner]; squares: sum of x^2 instead of x.
-cudaError_t launch_reduce_dim(bool squares, const float* x, float* out, std::int64_t outer, std::int64_t reduce,
+// x: [outer, reduce, inner] -> out: [outer, inner]; the sum of x, x^2 or -|x| ln|x| by `op`.
+cudaError_t launch_reduce_dim(ReduceCode op, const float* x, float* out, std::int64_t outer, std::int64_t reduce,
                               std::int64_t inner, cudaStream_t stream);
 // x: [n] -> out: [1] (CUB DeviceReduce, double accumulator). Scratch of reduce_all_workspace_bytes(n).
 std::size_t reduce_all_workspace_bytes(std::int64_t n);
-cudaError_t launch_reduce_all(bool squares, const float* x, float* out, std::int64_t n, void* workspace,
+cudaError_t launch_reduce_all(ReduceCode op, const float* x, float* out, std::int64_t n, void* workspace,
                               std::size_t workspace_bytes, cudaStream_t stream);
 // x: [rows, n] -> out: i32 [rows], index of the first maximum (NaNs skipped, as the CPU's scan).
 cudaError_t launch_argmax_lastdim(const float* x, std::int32_t* out, std::int64_t rows, std::int64_t n,
@@ -101,8 +103,8 @@ cudaError_t launch_sgd_update(float* p, const float* g, float* buf, std::int64_t
                               float weight_decay, bool first_step, cudaStream_t stream);
 // x *= min(1, max_norm / (norm[0] + 1e-6)); norm: one element on the device.
 cudaError_t launch_clip_by_norm(float* x, std::int64_t n, const float* norm, float max_norm, cudaStream_t stream);
-// out[s] = sum (or sum of squares) of x[offsets[s] : offsets[s+1]]; offsets on the host [segments + 1].
-cudaError_t launch_segmented_reduce(bool squares, const float* x, const std::int64_t* host_offsets,
+// out[s] = the sum (of x, x^2 or -|x| ln|x|) over x[offsets[s] : offsets[s+1]]; offsets on the host [segments + 1].
+cudaError_t launch_segmented_reduce(ReduceCode op, const float* x, const std::int64_t* host_offsets,
                                     std::int64_t segments, float* out, cudaStream_t stream);
 // x[offsets[s] : offsets[s+1]] *= scales[s]; offsets on the host, scales on the device.
 cudaError_t launch_segmented_scale(float* x, const std::int64_t* host_offsets, std::int64_t segments,
@@ -153,5 +155,51 @@ cudaError_t launch_cross_entropy_forward(const float* logits, const std::int32_t
 cudaError_t launch_cross_entropy_backward(const float* logits, const std::int32_t* targets, const float* lse,
                                           const float* dloss, double scale, float* dlogits, std::int64_t n,
                                           std::int64_t v, cudaStream_t stream);
+
+// ---------------------------------------------------------------- neural_amplify.cu
+// NeuralGrok's amplifier (Backend::neural_amplify_forward / _backward). The MLP: linear layer l maps
+// in[l] -> out[l] features (in[0] = 1, out[layers - 1] = 1), w[l]: [out[l], in[l]], b[l]: [out[l]], ReLU
+// between layers. Segments: host arrays seg_begin / seg_size [segments], sorted, disjoint, non-empty.
+constexpr int kMaxAmpLayers = 17;  // linear layers the GPU kernels take (16 hidden layers)
+struct AmpMlp {
+  int layers = 0;
+  int in[kMaxAmpLayers] = {};
+  int out[kMaxAmpLayers] = {};
+  const float* w[kMaxAmpLayers] = {};
+  const float* b[kMaxAmpLayers] = {};
+};
+struct AmpGrads {  // outputs of the backward, shaped like AmpMlp::w / b (overwritten)
+  float* w[kMaxAmpLayers] = {};
+  float* b[kMaxAmpLayers] = {};
+};
+// Raises the amplifier kernels' dynamic shared-memory limit to the device's opt-in maximum and
+// reports it (`limit`, bytes). Call once per device, with that device current.
+cudaError_t configure_amplifier_kernels(int max_optin_smem, int& limit);
+// Entries per tile (32, 16, ..., 1) the kernels use for this MLP when a block may use `smem_limit`
+// bytes of shared memory; 0 when even one entry's activations do not fit (hidden layers too wide).
+int amplifier_tile_entries(const AmpMlp& mlp, int smem_limit);
+// g, out, scores: [n]; stats: [segments, 3] (max score, sum exp(score - max), ||p g||).
+std::size_t neural_amplify_forward_workspace_bytes(const std::int64_t* seg_size, std::int64_t segments,
+                                                   int tile_entries);
+cudaError_t launch_neural_amplify_forward(const float* g, std::int64_t n, const AmpMlp& mlp,
+                                          const std::int64_t* seg_begin, const std::int64_t* seg_size,
+                                          std::int64_t segments, float c, int tile_entries, float* out, float* scores,
+                                          float* stats, void* workspace, std::size_t workspace_bytes,
+                                          cudaStream_t stream);
+// dout, g, dg: [n]; scores, stats: from the forward.
+std::size_t neural_amplify_backward_workspace_bytes(const AmpMlp& mlp, std::int64_t segments);
+cudaError_t launch_neural_amplify_backward(const float* dout, const float* g, std::int64_t n, const AmpMlp& mlp,
+                                           const std::int64_t* seg_begin, const std::int64_t* seg_size,
+                                           std::int64_t segments, float c, int tile_entries, const float* scores,
+                                           const float* stats, float* dg, const AmpGrads& grads, void* workspace,
+                                           std::size_t workspace_bytes, cudaStream_t stream);
+
+// ---------------------------------------------------------------- grokfast.cu (flat buffers [n], in place)
+// mu = g (first_step) or alpha mu + (1 - alpha) g;  g += lambda mu.
+cudaError_t launch_grokfast_ema(float* g, float* mu, std::int64_t n, float alpha, float lambda, bool first_step,
+                                cudaStream_t stream);
+// sum/comp += g (Neumaier);  if evict: sum/comp -= slot;  slot = g;  if amplify: g += lambda (sum + comp) / window.
+cudaError_t launch_grokfast_ma(float* g, float* slot, float* sum, float* comp, std::int64_t n, float lambda,
+                               std::int64_t window, bool evict, bool amplify, cudaStream_t stream);
 
 }  // namespace tg::cuda

@@ -4,8 +4,8 @@
 //
 // Elementwise passes: one thread per element in grid-stride loops. Segmented reduce: one 1024-thread
 // block per segment, strided double partial sums and the fixed block reduction (deterministic).
-// Segment offsets travel by value in the kernel parameters, 128 segments per launch, so no host
-// buffer has to outlive the call.
+// Segment offsets travel by value in the kernel parameters, 256 segments per launch (2 KiB of
+// parameters), so no host buffer has to outlive the call. Segmented reduce sums x, x^2 or -|x| ln|x|.
 #include "kernels/cuda/common.cuh"
 
 namespace tg::cuda {
@@ -14,7 +14,7 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kReduceThreads = 1024;  // one block per segment: make it a big one
-constexpr int kSegmentsPerLaunch = 128;
+constexpr int kSegmentsPerLaunch = 256;
 
 struct SegmentBatch {
   std::int64_t offsets[kSegmentsPerLaunch + 1];  // absolute offsets into the flat buffer
@@ -67,17 +67,14 @@ __global__ void clip_by_norm_kernel(float* x, std::int64_t n, const float* norm,
 }
 
 // out[first + s] = reduce(x[offsets[s] : offsets[s+1]]) for s < batch.count; one block per segment.
-template <bool kSquares>
+template <ReduceCode kOp>
 __global__ void __launch_bounds__(kReduceThreads) segmented_reduce_kernel(const float* x, SegmentBatch batch, float* out) {
   __shared__ double scratch[kWarp];
   const int s = blockIdx.x;
   const std::int64_t begin = batch.offsets[s], end = batch.offsets[s + 1];
   double acc = 0.0;
 #pragma unroll 4
-  for (std::int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
-    const double v = x[i];
-    acc += kSquares ? v * v : v;
-  }
+  for (std::int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) acc += reduce_term<kOp>(x[i]);
   acc = block_reduce(acc, SumOp{}, scratch);
   if (threadIdx.x == 0) out[s] = static_cast<float>(acc);
 }
@@ -123,15 +120,22 @@ cudaError_t launch_clip_by_norm(float* x, std::int64_t n, const float* norm, flo
   return cudaGetLastError();
 }
 
-cudaError_t launch_segmented_reduce(bool squares, const float* x, const std::int64_t* host_offsets,
+cudaError_t launch_segmented_reduce(ReduceCode op, const float* x, const std::int64_t* host_offsets,
                                     std::int64_t segments, float* out, cudaStream_t stream) {
   for (std::int64_t first = 0; first < segments; first += kSegmentsPerLaunch) {
     const std::int64_t count = segments - first < kSegmentsPerLaunch ? segments - first : kSegmentsPerLaunch;
     const SegmentBatch batch = make_batch(host_offsets, first, count);
-    if (squares) {
-      segmented_reduce_kernel<true><<<static_cast<unsigned>(count), kReduceThreads, 0, stream>>>(x, batch, out + first);
-    } else {
-      segmented_reduce_kernel<false><<<static_cast<unsigned>(count), kReduceThreads, 0, stream>>>(x, batch, out + first);
+    const unsigned blocks = static_cast<unsigned>(count);
+    switch (op) {
+      case ReduceCode::sum:
+        segmented_reduce_kernel<ReduceCode::sum><<<blocks, kReduceThreads, 0, stream>>>(x, batch, out + first);
+        break;
+      case ReduceCode::sum_squares:
+        segmented_reduce_kernel<ReduceCode::sum_squares><<<blocks, kReduceThreads, 0, stream>>>(x, batch, out + first);
+        break;
+      case ReduceCode::abs_entropy:
+        segmented_reduce_kernel<ReduceCode::abs_entropy><<<blocks, kReduceThreads, 0, stream>>>(x, batch, out + first);
+        break;
     }
     TG_RETURN_IF_LAUNCH_FAILED();
   }

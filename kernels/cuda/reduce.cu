@@ -17,7 +17,7 @@ constexpr std::int64_t kFewTiles = 256;
 // column i of the block's tile, threadIdx.y sums rows r = y, y + ty, y + 2 ty, ... in order; the ty
 // partial sums of a column are then combined by a fixed shared-memory tree. Blocks loop over
 // (outer, column tile). The block shape depends only on the sizes, so the order is fixed.
-template <bool kSquares>
+template <ReduceCode kOp>
 __global__ void __launch_bounds__(kReduceThreadsFew) reduce_dim_kernel(const float* x, float* out, std::int64_t outer, std::int64_t reduce,
                                   std::int64_t inner, std::int64_t tiles_per_outer) {
   __shared__ double partial[kReduceThreadsFew];
@@ -31,8 +31,7 @@ __global__ void __launch_bounds__(kReduceThreadsFew) reduce_dim_kernel(const flo
       const float* base = x + o * reduce * inner + i;
 #pragma unroll 4
       for (std::int64_t r = threadIdx.y; r < reduce; r += ty) {
-        const double v = base[r * inner];
-        acc += kSquares ? v * v : v;
+        acc += reduce_term<kOp>(base[r * inner]);
       }
     }
     partial[slot] = acc;
@@ -51,6 +50,12 @@ struct ToDouble {
 };
 struct SquareToDouble {
   __host__ __device__ double operator()(float v) const { return static_cast<double>(v) * static_cast<double>(v); }
+};
+struct AbsEntropyToDouble {
+  __host__ __device__ double operator()(float v) const {
+    const double a = fabs(static_cast<double>(v));
+    return a == 0.0 ? 0.0 : -a * log(a);
+  }
 };
 struct AddDouble {
   __host__ __device__ double operator()(double a, double b) const { return a + b; }
@@ -106,7 +111,7 @@ __global__ void argmax_kernel(const float* x, std::int32_t* out, std::int64_t ro
 
 }  // namespace
 
-cudaError_t launch_reduce_dim(bool squares, const float* x, float* out, std::int64_t outer, std::int64_t reduce,
+cudaError_t launch_reduce_dim(ReduceCode op, const float* x, float* out, std::int64_t outer, std::int64_t reduce,
                               std::int64_t inner, cudaStream_t stream) {
   if (outer <= 0 || inner <= 0) return cudaSuccess;
   const int tx = next_pow2(inner) < kWarp ? next_pow2(inner) : kWarp;
@@ -114,33 +119,50 @@ cudaError_t launch_reduce_dim(bool squares, const float* x, float* out, std::int
   const int threads = outer * tiles_per_outer < kFewTiles && reduce >= 1024 ? kReduceThreadsFew : kReduceThreads;
   const dim3 block(tx, threads / tx);
   const unsigned grid = grid_for(outer * tiles_per_outer, 1);
-  if (squares) {
-    reduce_dim_kernel<true><<<grid, block, 0, stream>>>(x, out, outer, reduce, inner, tiles_per_outer);
-  } else {
-    reduce_dim_kernel<false><<<grid, block, 0, stream>>>(x, out, outer, reduce, inner, tiles_per_outer);
+  switch (op) {
+    case ReduceCode::sum:
+      reduce_dim_kernel<ReduceCode::sum><<<grid, block, 0, stream>>>(x, out, outer, reduce, inner, tiles_per_outer);
+      break;
+    case ReduceCode::sum_squares:
+      reduce_dim_kernel<ReduceCode::sum_squares>
+          <<<grid, block, 0, stream>>>(x, out, outer, reduce, inner, tiles_per_outer);
+      break;
+    case ReduceCode::abs_entropy:
+      reduce_dim_kernel<ReduceCode::abs_entropy>
+          <<<grid, block, 0, stream>>>(x, out, outer, reduce, inner, tiles_per_outer);
+      break;
   }
   return cudaGetLastError();
 }
 
 std::size_t reduce_all_workspace_bytes(std::int64_t n) {
-  // Room for either transform (they are expected to need the same temporary storage).
-  std::size_t plain = 0, squares = 0;
+  // Room for any of the transforms (they are expected to need the same temporary storage).
+  std::size_t plain = 0, squares = 0, entropy = 0;
   if (transform_reduce<ToDouble>(nullptr, plain, nullptr, nullptr, n, nullptr) != cudaSuccess) plain = 0;
   if (transform_reduce<SquareToDouble>(nullptr, squares, nullptr, nullptr, n, nullptr) != cudaSuccess) squares = 0;
-  return kResultBytes + (plain > squares ? plain : squares);
+  if (transform_reduce<AbsEntropyToDouble>(nullptr, entropy, nullptr, nullptr, n, nullptr) != cudaSuccess) entropy = 0;
+  std::size_t most = plain > squares ? plain : squares;
+  if (entropy > most) most = entropy;
+  return kResultBytes + most;
 }
 
-cudaError_t launch_reduce_all(bool squares, const float* x, float* out, std::int64_t n, void* workspace,
+cudaError_t launch_reduce_all(ReduceCode op, const float* x, float* out, std::int64_t n, void* workspace,
                               std::size_t workspace_bytes, cudaStream_t stream) {
   if (n <= 0) return cudaMemsetAsync(out, 0, sizeof(float), stream);  // the empty sum: 0.0f
   if (workspace_bytes < kResultBytes) return cudaErrorInvalidValue;
   double* result = static_cast<double*>(workspace);
   void* temp = static_cast<char*>(workspace) + kResultBytes;
   std::size_t temp_bytes = workspace_bytes - kResultBytes;
-  if (squares) {
-    TG_RETURN_IF_ERROR(transform_reduce<SquareToDouble>(temp, temp_bytes, x, result, n, stream));
-  } else {
-    TG_RETURN_IF_ERROR(transform_reduce<ToDouble>(temp, temp_bytes, x, result, n, stream));
+  switch (op) {
+    case ReduceCode::sum:
+      TG_RETURN_IF_ERROR(transform_reduce<ToDouble>(temp, temp_bytes, x, result, n, stream));
+      break;
+    case ReduceCode::sum_squares:
+      TG_RETURN_IF_ERROR(transform_reduce<SquareToDouble>(temp, temp_bytes, x, result, n, stream));
+      break;
+    case ReduceCode::abs_entropy:
+      TG_RETURN_IF_ERROR(transform_reduce<AbsEntropyToDouble>(temp, temp_bytes, x, result, n, stream));
+      break;
   }
   TG_RETURN_IF_LAUNCH_FAILED();
   double_to_float_kernel<<<1, 1, 0, stream>>>(result, out);

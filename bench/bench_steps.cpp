@@ -1,0 +1,189 @@
+// Whole-step benchmarks: training steps of every gradient method, and the second-order machinery
+// (Hessian-vector products, unrolled hypergradients) as multiples of one plain gradient.
+//
+//   tapegrok_bench_steps [--device cpu|cuda|auto] [--repeats N] [--json FILE] [--sections ...]
+//
+// Sections: train (ms per optimizer step: standard Adam, Grokfast EMA and MA, NeuralGrok inner step,
+// lookahead meta step, unrolled step), second-order (gradient, HVP, hypergradient through T = 1 and 4
+// unrolled steps, with the peak memory of each). The default model and task: a+b mod 97, batch 512.
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "engine/backend.h"
+#include "engine/ops.h"
+#include "engine/second_order.h"
+#include "experiments/tasks.h"
+#include "experiments/trainer.h"
+#include "optim/amplifier.h"
+#include "optim/differentiable_step.h"
+
+using namespace tg;
+
+namespace {
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// Median seconds of `repeats` calls of f after `warmup` calls (the device synchronised around each).
+template <class F>
+double median_seconds(Device device, int warmup, int repeats, F&& f) {
+  Backend& be = backend_for(device);
+  for (int i = 0; i < warmup; ++i) f();
+  be.synchronize();
+  std::vector<double> samples;
+  for (int i = 0; i < repeats; ++i) {
+    const double start = now();
+    f();
+    be.synchronize();
+    samples.push_back(now() - start);
+  }
+  std::sort(samples.begin(), samples.end());
+  return samples[samples.size() / 2];
+}
+
+struct Row {
+  std::string section, name;
+  double ms;
+  double ratio;         // against the section's baseline
+  double peak_mib = 0;  // allocator peak during the measurement (0: not measured)
+};
+
+TrainConfig base_config(const std::string& device) {
+  TrainConfig c;
+  c.device = device;
+  c.run_dir = "/tmp/tapegrok_bench_steps";
+  c.progress = false;
+  c.max_steps = 1 << 30;
+  return c;
+}
+
+std::size_t peak_bytes(Device device) { return backend_for(device).allocator().stats().peak_bytes_in_use; }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"tapegrok whole-step benchmarks"};
+  std::string device_name = "auto", json_path, sections = "train,second-order";
+  int repeats = 10, warmup = 2;
+  app.add_option("--device", device_name)->capture_default_str();
+  app.add_option("--repeats", repeats)->capture_default_str();
+  app.add_option("--warmup", warmup)->capture_default_str();
+  app.add_option("--json", json_path);
+  app.add_option("--sections", sections)->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    const Device device = parse_device(device_name);
+    std::vector<Row> rows;
+    fmt::print("tapegrok_bench_steps on {} — default Transformer (2 layers, d 128, 4 heads), a+b mod 97, batch 512\n",
+               device.str());
+
+    if (sections.find("train") != std::string::npos) {
+      auto time_steps = [&](const std::string& name, TrainConfig c, int extra_warmup = 0) {
+        c.device = device.str();
+        Trainer t(c);
+        const double s = median_seconds(device, warmup + extra_warmup, repeats, [&] { t.step(); });
+        return std::pair<std::string, double>{name, s};
+      };
+      std::vector<std::pair<std::string, double>> results;
+      TrainConfig c = base_config(device.str());
+      results.push_back(time_steps("standard Adam step", c));
+      c.method = "grokfast-ema";
+      results.push_back(time_steps("Grokfast-EMA step", c));
+      c.method = "grokfast-ma";
+      results.push_back(time_steps("Grokfast-MA step (window 100, full)", c, 100));
+      TrainConfig ng = base_config(device.str());
+      ng.method = "neuralgrok";
+      ng.outer_fraction = 0.01;
+      ng.amp_c = 0.2;
+      ng.clip_grad_norm = 1.0;
+      ng.amp_frozen = true;  // inner steps only
+      results.push_back(time_steps("NeuralGrok inner step (128,128)", ng));
+      // The meta steps: T = 4 steps with one meta step, timed as a block of 4, per step.
+      ng.amp_frozen = false;
+      for (const char* mode : {"lookahead", "unrolled"}) {
+        ng.meta_grad = mode;
+        ng.device = device.str();
+        Trainer t(ng);
+        const double block = median_seconds(device, 1, std::max(3, repeats / 3), [&] {
+          for (int k = 0; k < 4; ++k) t.step();
+        });
+        results.push_back({fmt::format("NeuralGrok step, {} meta (T 4, amortised)", mode), block / 4});
+      }
+      const double base = results[0].second;
+      for (const auto& [name, s] : results) rows.push_back({"train", name, 1e3 * s, s / base});
+    }
+
+    if (sections.find("second-order") != std::string::npos) {
+      TrainConfig c = base_config(device.str());
+      Trainer t(c);
+      const ParameterTable& p = t.params();
+      Tensor ids, targets;
+      std::vector<std::int64_t> examples(t.split().train.begin(), t.split().train.begin() + 512);
+      gather_examples(t.dataset(), examples, device, ids, targets);
+      Rng rng(3);
+      TensorList v;
+      for (const Tensor& x : p.values()) v.push_back(normal_tensor(rng, x.shape(), 0, 1, x.dtype(), device));
+      Backend& be = backend_for(device);
+      auto measure = [&](const std::string& name, auto&& f) {
+        be.allocator().reset_peak();
+        const double s = median_seconds(device, warmup, repeats, f);
+        return Row{"second-order", name, 1e3 * s, 0, static_cast<double>(peak_bytes(device)) / 1048576.0};
+      };
+      auto loss_at = [&](const TensorList& theta) { return cross_entropy(t.model().forward(theta, ids), targets); };
+      Row g = measure("gradient (forward + backward)", [&] {
+        tape().clear();
+        (void)grad({loss_at(p.values())}, p.values());
+        tape().clear();
+      });
+      rows.push_back(g);
+      rows.push_back(measure("Hessian-vector product", [&] {
+        tape().clear();
+        (void)hessian_vector_product(loss_at(p.values()), p.values(), v);
+        tape().clear();
+      }));
+      // Hypergradient of the loss after T recorded SGD steps with respect to a per-tensor log-scale
+      // of each gradient (the shape of NeuralGrok's unrolled meta-gradient, without the amplifier).
+      for (int steps : {1, 4}) {
+        rows.push_back(measure(fmt::format("hypergradient through {} unrolled SGD step{}", steps, steps > 1 ? "s" : ""), [&] {
+          tape().clear();
+          Tensor phi = Tensor::zeros({static_cast<std::int64_t>(p.size())}, p.dtype(), device).set_requires_grad(true);
+          TensorList theta;
+          for (const Tensor& x : p.values()) theta.push_back(x.detach().clone().set_requires_grad(true));
+          for (int k = 0; k < steps; ++k) {
+            TensorList gk = grad({loss_at(theta)}, theta, {}, {.create_graph = true});
+            for (std::size_t i = 0; i < gk.size(); ++i) gk[i] = mul(gk[i], exp(slice(phi, 0, static_cast<std::int64_t>(i), 1)));
+            theta = sgd_update(theta, gk, 1e-3);
+          }
+          (void)grad({loss_at(theta)}, {phi});
+          tape().clear();
+        }));
+      }
+      const double base = g.ms;
+      for (Row& r : rows) {
+        if (r.section == "second-order") r.ratio = r.ms / base;
+      }
+    }
+
+    fmt::print("\n{:<14} {:<52} {:>10} {:>9} {:>10}\n", "section", "measurement", "ms", "x base", "peak MiB");
+    for (const Row& r : rows) {
+      fmt::print("{:<14} {:<52} {:>10.2f} {:>9.2f} {:>10}\n", r.section, r.name, r.ms, r.ratio,
+                 r.peak_mib > 0 ? fmt::format("{:.0f}", r.peak_mib) : "");
+    }
+    if (!json_path.empty()) {
+      nlohmann::json j = nlohmann::json::array();
+      for (const Row& r : rows) {
+        j.push_back({{"section", r.section}, {"name", r.name}, {"ms", r.ms}, {"ratio", r.ratio}, {"peak_mib", r.peak_mib},
+                     {"device", device.str()}});
+      }
+      std::ofstream(json_path) << j.dump(2) << "\n";
+    }
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "tapegrok_bench_steps: error: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

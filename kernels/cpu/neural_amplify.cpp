@@ -1,0 +1,247 @@
+// NeuralGrok's gradient amplifier on the CPU (Backend::neural_amplify_forward / _backward).
+//
+// The MLP runs on chunks of kChunk consecutive entries of one run (a parameter tensor), so a chunk's
+// activations ([kChunk, h] per layer, 256 KiB for h = 128 in f32) stay in the core's L2 cache: the
+// first layer (input width 1) and the last (output width 1) are plain loops, every hidden x hidden
+// layer is one OpenBLAS GEMM on the chunk's activation matrix. Softmax statistics, norms and dot
+// products over a run accumulate in double.
+//
+// The backward recomputes the hidden activations chunk by chunk (they are never stored for all N
+// entries). Weight gradients: each chunk's contribution (a GEMM into a scratch matrix for the hidden
+// x hidden layers, loops for the first and last) is added into double accumulators, chunk after
+// chunk in buffer order. The chunking depends only on the runs, so the result does not depend on
+// the thread count beyond OpenBLAS's own (deterministic for a fixed thread count).
+//
+// Backward math for one run, with u = q / ||q|| (= out / c) and dout the output's cotangent:
+//   A = sum_j dout_j u_j;  dq_i = (c / ||q||) (dout_i - u_i A);  dg_i (direct) = dq_i p_i;
+//   dp_i = dq_i g_i;       ds_i = p_i (dp_i - sum_j p_j dp_j) = p_i dp_i = q_i dq_i.
+// The softmax term vanishes identically: sum_j p_j dp_j = sum_j q_j dq_j = c A - c A sum_j u_j^2 = 0
+// (the output does not change when a constant is added to every score), so it is not computed.
+// Then ds goes back through the MLP: dW, db of every layer and dg_i (mlp) = ds_i dmlp/dg_i.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/kernels.h"
+
+namespace tg::cpu {
+
+namespace {
+
+constexpr std::int64_t kChunk = 512;
+
+template <class T>
+std::int64_t widest_hidden(const Mlp<T>& mlp) {
+  std::int64_t width = 1;
+  for (std::size_t l = 0; l + 1 < mlp.w.size(); ++l) width = std::max(width, mlp.out[l]);
+  return width;
+}
+
+// The hidden activations (after ReLU) of e entries x[0, e): act[l] is [e, out[l]] for the hidden
+// layers l = 0 .. L-2. act[l] and act[l - 1] must differ (act[l] and act[l - 2] may be the same buffer).
+template <class T>
+void hidden_forward(const T* x, std::int64_t e, const Mlp<T>& mlp, T* const* act) {
+  const std::size_t layers = mlp.w.size();
+  {
+    const std::int64_t h = mlp.out[0];
+    const T* w = mlp.w[0];
+    const T* b = mlp.b[0];
+    for (std::int64_t r = 0; r < e; ++r) {
+      const T xr = x[r];
+      T* row = act[0] + r * h;
+      for (std::int64_t j = 0; j < h; ++j) {
+        const T z = w[j] * xr + b[j];
+        row[j] = z > T(0) ? z : T(0);
+      }
+    }
+  }
+  for (std::size_t l = 1; l + 1 < layers; ++l) {
+    const std::int64_t in = mlp.in[l], out = mlp.out[l];
+    T* a = act[l];
+    for (std::int64_t r = 0; r < e; ++r) std::copy(mlp.b[l], mlp.b[l] + out, a + r * out);
+    gemm(act[l - 1], mlp.w[l], a, 1, e, out, in, false, true, T(1), T(1));  // a = b + act W^T
+    for (std::int64_t i = 0; i < e * out; ++i) a[i] = a[i] > T(0) ? a[i] : T(0);
+  }
+}
+
+// scores[r] = b + sum_j w[j] act[r, j] (the last layer, one output), accumulated in double.
+template <class T>
+void last_layer(const T* act, std::int64_t e, const Mlp<T>& mlp, T* scores) {
+  const std::size_t last = mlp.w.size() - 1;
+  const std::int64_t h = mlp.in[last];
+  const T* w = mlp.w[last];
+  const double b = mlp.b[last][0];
+  for (std::int64_t r = 0; r < e; ++r) {
+    const T* row = act + r * h;
+    double s = 0.0;
+    for (std::int64_t j = 0; j < h; ++j) s += double(w[j]) * double(row[j]);
+    scores[r] = static_cast<T>(s + b);
+  }
+}
+
+// One run's softmax probability of entry i: exp(s_i - max) / sum.
+inline double probability(double score, double max, double total) { return std::exp(score - max) / total; }
+
+}  // namespace
+
+template <class T>
+void neural_amplify_forward(const T* g, std::int64_t n, const Mlp<T>& mlp, const std::vector<Run>& runs, double c,
+                            T* out, T* scores, T* stats) {
+  std::fill(out, out + n, T(0));
+  const std::size_t layers = mlp.w.size();
+  const std::int64_t width = widest_hidden(mlp);
+  std::vector<T> buffers(static_cast<std::size_t>(2 * kChunk * width));
+  std::vector<T*> act(layers - 1);
+  for (std::size_t l = 0; l + 1 < layers; ++l) act[l] = buffers.data() + static_cast<std::int64_t>(l % 2) * kChunk * width;
+
+  for (std::size_t k = 0; k < runs.size(); ++k) {
+    const std::int64_t begin = runs[k].begin, size = runs[k].size;
+    const T* gr = g + begin;
+    T* s = scores + begin;
+    for (std::int64_t at = 0; at < size; at += kChunk) {
+      const std::int64_t e = std::min(kChunk, size - at);
+      hidden_forward(gr + at, e, mlp, act.data());
+      last_layer(act[layers - 2], e, mlp, s + at);
+    }
+    T max = s[0];
+    for (std::int64_t i = 1; i < size; ++i) max = s[i] > max ? s[i] : max;
+    double total = 0.0;
+    for (std::int64_t i = 0; i < size; ++i) total += std::exp(double(s[i]) - double(max));
+    double squares = 0.0;
+    for (std::int64_t i = 0; i < size; ++i) {
+      const double q = probability(s[i], max, total) * double(gr[i]);
+      squares += q * q;
+    }
+    const double norm = std::sqrt(squares);
+    T* o = out + begin;
+    for (std::int64_t i = 0; i < size; ++i) {
+      const double q = probability(s[i], max, total) * double(gr[i]);
+      o[i] = norm > 0.0 ? static_cast<T>(c * q / norm) : T(0);  // an all-zero gradient stays zero
+    }
+    stats[3 * k] = max;
+    stats[3 * k + 1] = static_cast<T>(total);
+    stats[3 * k + 2] = static_cast<T>(norm);
+  }
+}
+
+template <class T>
+void neural_amplify_backward(const T* dout, const T* g, std::int64_t n, const Mlp<T>& mlp, const std::vector<Run>& runs,
+                             double c, const T* scores, const T* stats, T* dg, const std::vector<T*>& dw,
+                             const std::vector<T*>& db) {
+  std::fill(dg, dg + n, T(0));
+  const std::size_t layers = mlp.w.size();
+  const std::int64_t width = widest_hidden(mlp);
+  const auto L = static_cast<std::int64_t>(layers);
+
+  // Double accumulators of every weight gradient, and the chunk's scratch.
+  std::vector<std::vector<double>> acc_w(layers), acc_b(layers);
+  std::int64_t widest_product = 1;
+  for (std::size_t l = 0; l < layers; ++l) {
+    acc_w[l].assign(static_cast<std::size_t>(mlp.out[l] * mlp.in[l]), 0.0);
+    acc_b[l].assign(static_cast<std::size_t>(mlp.out[l]), 0.0);
+    widest_product = std::max(widest_product, mlp.out[l] * mlp.in[l]);
+  }
+  const std::size_t block = static_cast<std::size_t>(kChunk * width);
+  std::vector<T> act_buf(block * (layers - 1)), grad_buf(2 * block), tmp(static_cast<std::size_t>(widest_product));
+  std::vector<T*> act(layers - 1);
+  for (std::size_t l = 0; l + 1 < layers; ++l) act[l] = act_buf.data() + l * block;
+  std::vector<double> ds(kChunk), dg_direct(kChunk);
+
+  for (std::size_t k = 0; k < runs.size(); ++k) {
+    const std::int64_t begin = runs[k].begin, size = runs[k].size;
+    const T* gr = g + begin;
+    const T* s = scores + begin;
+    const T* dy = dout + begin;
+    const double max = stats[3 * k], total = stats[3 * k + 1], norm = stats[3 * k + 2];
+    const double inv_norm = norm > 0.0 ? 1.0 / norm : 0.0;  // zero gradient: zero output, zero derivatives
+    double a = 0.0;  // sum_j dout_j u_j
+    for (std::int64_t i = 0; i < size; ++i) a += double(dy[i]) * probability(s[i], max, total) * double(gr[i]) * inv_norm;
+    const double coef = c * inv_norm;
+
+    for (std::int64_t at = 0; at < size; at += kChunk) {
+      const std::int64_t e = std::min(kChunk, size - at);
+      for (std::int64_t r = 0; r < e; ++r) {
+        const std::int64_t i = at + r;
+        const double p = probability(s[i], max, total);
+        const double q = p * double(gr[i]);
+        const double dq = coef * (double(dy[i]) - q * inv_norm * a);
+        ds[static_cast<std::size_t>(r)] = q * dq;
+        dg_direct[static_cast<std::size_t>(r)] = dq * p;
+      }
+      const T* x = gr + at;
+      hidden_forward(x, e, mlp, act.data());
+
+      // Last layer (one output): d b = sum ds;  d w_j = sum_r ds_r act[r, j];  G = dZ of the last hidden layer.
+      T* G = grad_buf.data();
+      T* G2 = grad_buf.data() + block;
+      {
+        const std::int64_t h = mlp.in[layers - 1];
+        const T* w = mlp.w[layers - 1];
+        const T* a_last = act[layers - 2];
+        double* aw = acc_w[layers - 1].data();
+        for (std::int64_t r = 0; r < e; ++r) {
+          const double d = ds[static_cast<std::size_t>(r)];
+          acc_b[layers - 1][0] += d;
+          const T* row = a_last + r * h;
+          T* grow = G + r * h;
+          for (std::int64_t j = 0; j < h; ++j) {
+            aw[j] += d * double(row[j]);
+            grow[j] = row[j] > T(0) ? static_cast<T>(d * double(w[j])) : T(0);
+          }
+        }
+      }
+      // Hidden x hidden layers, last to first: layer l maps act[l - 1] [e, in] to act[l] [e, out].
+      for (std::int64_t l = L - 2; l >= 1; --l) {
+        const auto lu = static_cast<std::size_t>(l);
+        const std::int64_t in = mlp.in[lu], out = mlp.out[lu];
+        gemm(G, act[lu - 1], tmp.data(), 1, out, in, e, true, false, T(1), T(0));  // tmp = G^T act[l-1]
+        double* aw = acc_w[lu].data();
+        for (std::int64_t idx = 0; idx < out * in; ++idx) aw[idx] += double(tmp[static_cast<std::size_t>(idx)]);
+        double* ab = acc_b[lu].data();
+        for (std::int64_t r = 0; r < e; ++r) {
+          const T* grow = G + r * out;
+          for (std::int64_t o = 0; o < out; ++o) ab[o] += double(grow[o]);
+        }
+        gemm(G, mlp.w[lu], G2, 1, e, in, out, false, false, T(1), T(0));  // G2 = G W
+        const T* a_in = act[lu - 1];
+        for (std::int64_t idx = 0; idx < e * in; ++idx) G2[idx] = a_in[idx] > T(0) ? G2[idx] : T(0);
+        std::swap(G, G2);
+      }
+      // First layer (input width 1): d w_j = sum_r G[r, j] x_r, d b_j = sum_r G[r, j], dg_r (mlp) = sum_j G[r, j] w_j.
+      {
+        const std::int64_t h = mlp.out[0];
+        const T* w = mlp.w[0];
+        double* aw = acc_w[0].data();
+        double* ab = acc_b[0].data();
+        for (std::int64_t r = 0; r < e; ++r) {
+          const double xr = x[r];
+          const T* grow = G + r * h;
+          double dgx = 0.0;
+          for (std::int64_t j = 0; j < h; ++j) {
+            const double v = grow[j];
+            aw[j] += v * xr;
+            ab[j] += v;
+            dgx += v * double(w[j]);
+          }
+          dg[begin + at + r] = static_cast<T>(dg_direct[static_cast<std::size_t>(r)] + dgx);
+        }
+      }
+    }
+  }
+  for (std::size_t l = 0; l < layers; ++l) {
+    for (std::size_t i = 0; i < acc_w[l].size(); ++i) dw[l][i] = static_cast<T>(acc_w[l][i]);
+    for (std::size_t i = 0; i < acc_b[l].size(); ++i) db[l][i] = static_cast<T>(acc_b[l][i]);
+  }
+}
+
+#define TG_INSTANTIATE(T)                                                                                          \
+  template void neural_amplify_forward<T>(const T*, std::int64_t, const Mlp<T>&, const std::vector<Run>&, double, \
+                                          T*, T*, T*);                                                             \
+  template void neural_amplify_backward<T>(const T*, const T*, std::int64_t, const Mlp<T>&,                       \
+                                           const std::vector<Run>&, double, const T*, const T*, T*,               \
+                                           const std::vector<T*>&, const std::vector<T*>&);
+TG_INSTANTIATE(float)
+TG_INSTANTIATE(double)
+#undef TG_INSTANTIATE
+
+}  // namespace tg::cpu

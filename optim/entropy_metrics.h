@@ -1,0 +1,36 @@
+// NeuralGrok's complexity metrics (papers.md section 1): Absolute Gradient Entropy
+//   AGE(g) = -sum_i |g_i| ln |g_i|     (natural log, no normalisation, 0 ln 0 = 0)
+// and Absolute Weight Entropy AWE(w), the same sum over the parameter values. Reported per parameter
+// tensor and for the whole model (the sum of the per-tensor values: the reference computes AGE over
+// all parameters' gradients concatenated).
+//
+// One segmented reduction (Backend::segmented_reduce with ReduceOp::abs_entropy, double accumulators)
+// over a flat buffer, then one copy of the per-tensor values to the host.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "engine/ops.h"
+#include "engine/parameters.h"
+
+namespace tg {
+
+struct EntropyStats {
+  std::vector<std::string> names;  // parameter names, when computed over a ParameterTable's layout
+  std::vector<double> per_tensor;  // one value per segment
+  double total = 0.0;              // sum of per_tensor
+};
+
+// -sum |x| ln |x| over each segment of the flat buffer `flat` (segments sorted, disjoint, inside).
+EntropyStats abs_entropy(const Tensor& flat, const std::vector<Segment>& segments);
+
+// AGE of a flat gradient buffer laid out like `params` (e.g. the amplifier's transformed gradients),
+// over `segments` (one per parameter, e.g. parameter_segments(params)); names from the table.
+EntropyStats gradient_entropy(const ParameterTable& params, const Tensor& flat, const std::vector<Segment>& segments);
+// AGE of the table's own gradient buffer.
+EntropyStats gradient_entropy(const ParameterTable& params);
+// AWE of the table's parameter values.
+EntropyStats weight_entropy(const ParameterTable& params);
+
+}  // namespace tg
