@@ -3,12 +3,23 @@
 #include "experiments/dump_meta.h"
 #include "experiments/groktransfer.h"
 
+#include <fmt/core.h>
+
+#include "engine/device.h"
+
 namespace tg {
 
 std::vector<ExtraCommand> register_extra_commands(CLI::App& app) {
   std::vector<ExtraCommand> commands;
   commands.push_back(register_dump_meta_command(app));  // tapegrok dump-meta (experiments/dump_meta.cpp)
   commands.push_back(register_transfer_command(app));   // tapegrok transfer (experiments/groktransfer.cpp)
+
+  // tapegrok devices: what --device auto would pick, and why not the GPU (scripts size budgets by it).
+  CLI::App* devices = app.add_subcommand("devices", "print the device --device auto picks (cpu or cuda:0)");
+  commands.push_back({devices, [] {
+                        fmt::print("{}\n", parse_device("auto").str());
+                        if (!cuda_is_available()) fmt::print(stderr, "no GPU: {}\n", cuda_unavailable_reason());
+                      }});
   return commands;
 }
 
