@@ -1,11 +1,15 @@
 // Whole-step benchmarks: training steps of every gradient method, and the second-order machinery
 // (Hessian-vector products, unrolled hypergradients) as multiples of one plain gradient.
 //
-//   tapegrok_bench_steps [--device cpu|cuda|auto] [--repeats N] [--json FILE] [--sections ...]
+//   tapegrok_bench_steps [--device cpu|cuda|auto] [--repeats N] [--json FILE] [--sections ...] [--tiny]
 //
 // Sections: train (ms per optimizer step: standard Adam, Grokfast EMA and MA, NeuralGrok inner step,
-// lookahead meta step, unrolled step), second-order (gradient, HVP, hypergradient through T = 1 and 4
-// unrolled steps, with the peak memory of each). The default model and task: a+b mod 97, batch 512.
+// one lookahead meta step on its own, NeuralGrok steps with the lookahead and unrolled meta-gradients
+// amortised over T = 4), second-order (gradient, HVP, hypergradient through T = 1 and 4 unrolled steps,
+// with the peak memory of each). The default model and task: the 2-layer width-128 4-head Transformer,
+// a+b mod 97, batch 512, amplifier (128,128). --tiny: 1 layer, width 32, batch 64, amplifier (8,8), a
+// smoke run of a few seconds. bench/pytorch_steps.py times the same steps in PyTorch, and
+// bench/compare_with_pytorch.py pairs the rows by name (bench/README.md).
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
@@ -52,9 +56,24 @@ struct Row {
   double peak_mib = 0;  // allocator peak during the measurement (0: not measured)
 };
 
-TrainConfig base_config(const std::string& device) {
+// The benchmark's model and data sizes: the NeuralGrok defaults, or the --tiny smoke sizes.
+struct Sizes {
+  std::int64_t layers = 2, width = 128, heads = 4, batch = 512;
+  std::string amp_hidden = "128,128";
+  std::string describe() const {
+    return fmt::format("Transformer ({} layer{}, d {}, {} heads), a+b mod 97, batch {}, amplifier ({})", layers,
+                       layers > 1 ? "s" : "", width, heads, batch, amp_hidden);
+  }
+};
+
+TrainConfig base_config(const std::string& device, const Sizes& z) {
   TrainConfig c;
   c.device = device;
+  c.layers = z.layers;
+  c.width = z.width;
+  c.heads = z.heads;
+  c.batch_size = z.batch;
+  c.amp_hidden = z.amp_hidden;
   c.run_dir = "/tmp/tapegrok_bench_steps";
   c.progress = false;
   c.max_steps = 1 << 30;
@@ -69,19 +88,24 @@ int main(int argc, char** argv) {
   CLI::App app{"tapegrok whole-step benchmarks"};
   std::string device_name = "auto", json_path, sections = "train,second-order";
   int repeats = 10, warmup = 2;
+  bool tiny = false;
   app.add_option("--device", device_name)->capture_default_str();
   app.add_option("--repeats", repeats)->capture_default_str();
   app.add_option("--warmup", warmup)->capture_default_str();
   app.add_option("--json", json_path);
   app.add_option("--sections", sections)->capture_default_str();
+  app.add_flag("--tiny", tiny, "1 layer, width 32, batch 64, amplifier (8,8): a smoke run");
   CLI11_PARSE(app, argc, argv);
   try {
     const Device device = parse_device(device_name);
+    Sizes sizes;
+    if (tiny) sizes = Sizes{1, 32, 4, 64, "8,8"};
     std::vector<Row> rows;
-    fmt::print("tapegrok_bench_steps on {} — default Transformer (2 layers, d 128, 4 heads), a+b mod 97, batch 512\n",
-               device.str());
+    fmt::print("tapegrok_bench_steps on {} — {}\n", device.str(), sizes.describe());
 
     if (sections.find("train") != std::string::npos) {
+      // time_steps: median ms of one Trainer::step (forward, backward, gradient method, optimizer), the
+      // same work as one iteration of `tapegrok train` without evaluation or logging.
       auto time_steps = [&](const std::string& name, TrainConfig c, int extra_warmup = 0) {
         c.device = device.str();
         Trainer t(c);
@@ -89,21 +113,47 @@ int main(int argc, char** argv) {
         return std::pair<std::string, double>{name, s};
       };
       std::vector<std::pair<std::string, double>> results;
-      TrainConfig c = base_config(device.str());
+      TrainConfig c = base_config(device.str(), sizes);
+      // The baseline every other row is a multiple of.
       results.push_back(time_steps("standard Adam step", c));
+      // Grokfast's EMA filter (alpha 0.98, lambda 2) on the gradient, then Adam.
       c.method = "grokfast-ema";
       results.push_back(time_steps("Grokfast-EMA step", c));
+      // Grokfast's MA filter with its window of 100 gradients full (100 extra warm-up steps fill it).
       c.method = "grokfast-ma";
       results.push_back(time_steps("Grokfast-MA step (window 100, full)", c, 100));
-      TrainConfig ng = base_config(device.str());
+      // NeuralGrok as the official code runs it: c 0.2, clip 1.0, 1% of the data as the outer set.
+      TrainConfig ng = base_config(device.str(), sizes);
       ng.method = "neuralgrok";
       ng.outer_fraction = 0.01;
       ng.amp_c = 0.2;
       ng.clip_grad_norm = 1.0;
-      ng.amp_frozen = true;  // inner steps only
-      results.push_back(time_steps("NeuralGrok inner step (128,128)", ng));
-      // The meta steps: T = 4 steps with one meta step, timed as a block of 4, per step.
+      // Inner step: the frozen amplifier rewrites every gradient tensor, clip, Adam. No meta step.
+      ng.amp_frozen = true;
+      results.push_back(time_steps("NeuralGrok inner step", ng));
       ng.amp_frozen = false;
+      {
+        // The lookahead meta step on its own: theta' = theta - lr G_phi(g) with one batch's raw gradient
+        // g held constant, L_outer(theta') on the whole outer set, d/dphi, the amplifier's Adam step.
+        // Called through the public NeuralGrok::meta_step_lookahead, as Trainer::step calls it every
+        // T-th step, on a gradient computed once beforehand (the inner step's work is not in this row).
+        Trainer t(ng);
+        t.step();  // a normal step first, so every optimizer state exists
+        const ParameterTable& p = t.params();
+        Tensor ids, targets, outer_ids, outer_targets;
+        std::vector<std::int64_t> batch(t.split().train.begin(), t.split().train.begin() + ng.batch_size);
+        gather_examples(t.dataset(), batch, device, ids, targets);
+        gather_examples(t.dataset(), t.split().outer, device, outer_ids, outer_targets);
+        tape().clear();
+        p.zero_grad();
+        backward(cross_entropy(t.model().forward(p.values(), ids), targets));  // the raw gradient g
+        tape().clear();
+        const double s = median_seconds(device, warmup, repeats, [&] {
+          (void)t.neuralgrok()->meta_step_lookahead(t.model(), p, outer_ids, outer_targets, ng.lr);
+        });
+        results.push_back({"NeuralGrok lookahead meta step alone", s});
+      }
+      // Whole NeuralGrok steps: T = 4 inner steps with one meta step, timed as a block of 4, per step.
       for (const char* mode : {"lookahead", "unrolled"}) {
         ng.meta_grad = mode;
         ng.device = device.str();
@@ -118,11 +168,11 @@ int main(int argc, char** argv) {
     }
 
     if (sections.find("second-order") != std::string::npos) {
-      TrainConfig c = base_config(device.str());
+      TrainConfig c = base_config(device.str(), sizes);
       Trainer t(c);
       const ParameterTable& p = t.params();
       Tensor ids, targets;
-      std::vector<std::int64_t> examples(t.split().train.begin(), t.split().train.begin() + 512);
+      std::vector<std::int64_t> examples(t.split().train.begin(), t.split().train.begin() + c.batch_size);
       gather_examples(t.dataset(), examples, device, ids, targets);
       Rng rng(3);
       TensorList v;
@@ -177,7 +227,7 @@ int main(int argc, char** argv) {
       nlohmann::json j = nlohmann::json::array();
       for (const Row& r : rows) {
         j.push_back({{"section", r.section}, {"name", r.name}, {"ms", r.ms}, {"ratio", r.ratio}, {"peak_mib", r.peak_mib},
-                     {"device", device.str()}});
+                     {"device", device.str()}, {"config", sizes.describe()}});
       }
       std::ofstream(json_path) << j.dump(2) << "\n";
     }

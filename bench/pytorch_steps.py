@@ -1,17 +1,39 @@
 #!/usr/bin/env python3
 """PyTorch's time per training step for the same model, task and optimizer as tapegrok's
-bench_steps: the default Transformer (test/pytorch/reference_model.py), a+b mod 97, batch 512, Adam
-(lr 1e-3, betas 0.9/0.98, weight decay 1e-3).
+bench_steps (--sections train): the Transformer of test/pytorch/reference_model.py, a+b mod 97,
+Adam (lr 1e-3, betas 0.9/0.98, weight decay 1e-3); NeuralGrok as its official code runs it
+(amplifier (128, 128), c 0.2, clip 1.0, T 4, amplifier Adam lr 1e-4 wd 1e-3, look-ahead lr 1e-3,
+outer set = 1% of the 9312 examples = 93).
 
-  plain      one Adam step: forward, backward, step (eager; and torch.compile where it exists)
-  neuralgrok one NeuralGrok step the official code's way, amortised over T = 4: every step amplifies
-             each gradient with the (128, 128) amplifier, clips to 1.0 and steps Adam; every 4th step
-             first runs the look-ahead meta step on a deep copy of the model, as the official code does
+Rows (ms per step, median of --repeats; the names the comparison pairs with tapegrok's rows):
+  standard Adam step (eager)               zero_grad, forward, cross-entropy, backward, Adam step
+  standard Adam step (torch.compile)       the same with the model compiled, where torch.compile exists
+  Grokfast-EMA step                        the plain step with Grokfast's EMA filter applied to p.grad in
+                                           place before Adam: mu <- a mu + (1 - a) g (mu starts at the
+                                           first g), g <- g + lambda mu; a 0.98, lambda 2
+  NeuralGrok inner step                    the plain step with every gradient tensor rewritten by the
+                                           amplifier (current phi, no graph), clip 1.0, Adam; no meta step
+  NeuralGrok lookahead meta step alone, official code (deepcopy)
+                                           one amplifier update the official code's way: copy.deepcopy of
+                                           the model, each parameter of the copy deleted and replaced by the
+                                           tensor theta - lr G_phi(g), outer loss, backward into phi, amplifier
+                                           Adam step. g: one batch's raw gradient, computed once beforehand
+  NeuralGrok lookahead meta step alone, functional (no deepcopy)
+                                           the same update without the copy: theta' as a dict of tensors,
+                                           the model run on them with functional_call
+  NeuralGrok step, official code (T 4, amortised)
+                                           4 whole steps (inner steps, the 4th preceded by the deepcopy meta
+                                           step), timed as a block and divided by 4
 
-usage: pytorch_steps.py [--device cpu|cuda] [--threads N] [--repeats N] [--json FILE] [--tiny]
---tiny uses a 1-layer width-32 model with batch 64 (a smoke run for machines without time to spare)."""
+The official code also recomputes the inner gradient on its copy (one more forward and backward of
+the batch) before the look-ahead; these rows use the step's own gradient instead, as tapegrok does,
+so both sides do the same arithmetic.
+
+usage: pytorch_steps.py [--device cpu|cuda] [--threads N] [--repeats N] [--warmup N] [--json FILE] [--tiny]
+--tiny: 1 layer, width 32, batch 64, amplifier (8, 8): a smoke run of a few seconds."""
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -20,20 +42,44 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "pytorch"))
 from reference_model import Transformer  # noqa: E402
 
+P = 97  # a+b mod 97: a in [0, p), b in [1, p)
+EXAMPLES = P * (P - 1)
+LR, BETAS, WEIGHT_DECAY = 1e-3, (0.9, 0.98), 1e-3
+AMP_C, AMP_LR, AMP_WEIGHT_DECAY, CLIP, T = 0.2, 1e-4, 1e-3, 1.0, 4
+EMA_ALPHA, EMA_LAMBDA = 0.98, 2.0
 
-def data(p, n, device, generator):
-    a = torch.randint(0, p, (n,), generator=generator)
-    b = torch.randint(1, p, (n,), generator=generator)
-    ids = torch.stack([a, b, torch.full_like(a, p), torch.full_like(a, p + 1)], 1)
-    return ids.to(device), ((a + b) % p).to(device)
+
+class Sizes:
+    """The model and data sizes; describe() prints them exactly as tapegrok_bench_steps does."""
+
+    def __init__(self, tiny):
+        self.layers, self.width, self.heads, self.batch = (1, 32, 4, 64) if tiny else (2, 128, 4, 512)
+        self.amp_hidden = (8, 8) if tiny else (128, 128)
+        self.outer = int(0.01 * EXAMPLES)  # floor, as tapegrok's split: 93
+
+    def describe(self):
+        plural = "s" if self.layers > 1 else ""
+        return (f"Transformer ({self.layers} layer{plural}, d {self.width}, {self.heads} heads), a+b mod 97, "
+                f"batch {self.batch}, amplifier ({','.join(map(str, self.amp_hidden))})")
+
+
+def data(n, device, generator):
+    a = torch.randint(0, P, (n,), generator=generator)
+    b = torch.randint(1, P, (n,), generator=generator)
+    ids = torch.stack([a, b, torch.full_like(a, P), torch.full_like(a, P + 1)], 1)
+    return ids.to(device), ((a + b) % P).to(device)
 
 
 class Amplifier(torch.nn.Module):
-    def __init__(self, hidden=(128, 128)):
+    """NeuralGrok's G_phi for one gradient tensor g: s = MLP(each scalar of g), p = softmax(s) over the
+    tensor, g' = c (p g) / ||p g||."""
+
+    def __init__(self, hidden):
         super().__init__()
         sizes = [1, *hidden]
         layers = []
@@ -48,19 +94,207 @@ class Amplifier(torch.nn.Module):
         return (c * q / q.norm()).reshape(g.shape)
 
 
+def functional_call_impl():
+    """(functional_call, where it came from): torch.func (2.x), functorch, else torch.nn.utils.stateless (1.13)."""
+    if hasattr(torch, "func") and hasattr(torch.func, "functional_call"):
+        return torch.func.functional_call, "torch.func"
+    try:
+        from functorch import functional_call  # noqa: PLC0415 - some functorch releases have it
+        return functional_call, "functorch"
+    except ImportError:
+        from torch.nn.utils import stateless  # noqa: PLC0415
+        return stateless.functional_call, "torch.nn.utils.stateless"
+
+
 def timed(fn, repeats, warmup, device):
+    """Median seconds of `repeats` calls of fn after `warmup` calls (the GPU synchronised around each)."""
     for _ in range(warmup):
         fn()
     samples = []
     for _ in range(repeats):
-        if device == "cuda":
+        if device.startswith("cuda"):
             torch.cuda.synchronize()
         start = time.perf_counter()
         fn()
-        if device == "cuda":
+        if device.startswith("cuda"):
             torch.cuda.synchronize()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
+
+
+class Bench:
+    """Builds fresh models and optimizers of the benchmark's sizes and times the rows."""
+
+    def __init__(self, args):
+        self.args, self.dev = args, args.device
+        self.sizes = Sizes(args.tiny)
+        gen = torch.Generator().manual_seed(0)
+        self.ids, self.targets = data(self.sizes.batch, self.dev, gen)
+        self.outer_ids, self.outer_targets = data(self.sizes.outer, self.dev, gen)
+        self.rows = []
+
+    # ---- building blocks ----
+
+    def model_and_adam(self):
+        z = self.sizes
+        model = Transformer(P + 2, 4, z.width, z.heads, z.layers).to(self.dev)
+        return model, torch.optim.Adam(model.parameters(), lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY)
+
+    def amplifier_and_adam(self):
+        amp = Amplifier(self.sizes.amp_hidden).to(self.dev)
+        return amp, torch.optim.Adam(amp.parameters(), lr=AMP_LR, betas=BETAS, weight_decay=AMP_WEIGHT_DECAY)
+
+    def forward_backward(self, model, opt, forward=None):
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy((forward or model)(self.ids), self.targets).backward()
+
+    @staticmethod
+    def amplify_and_clip(model, amp):
+        """The inner step's gradient method: every p.grad <- G_phi(p.grad) (no graph), then clip to 1.0."""
+        with torch.no_grad():
+            for p in model.parameters():
+                p.grad = amp(p.grad, AMP_C)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+
+    def meta_official(self, model, amp, aopt, grads):
+        """One amplifier update the official code's way: deep copy, swap each parameter of the copy for
+        the plain tensor theta - lr G_phi(g) (so the copy's forward is differentiable in phi), outer
+        loss, backward into phi, amplifier Adam step. grads: parameter name -> raw gradient."""
+        aopt.zero_grad(set_to_none=True)
+        shadow = copy.deepcopy(model)
+        for prefix, module in shadow.named_modules():
+            for name, param in list(module._parameters.items()):  # noqa: SLF001 - the official code's swap
+                if param is None:
+                    continue
+                looked_ahead = param.detach() - LR * amp(grads[f"{prefix}.{name}" if prefix else name], AMP_C)
+                delattr(module, name)
+                setattr(module, name, looked_ahead)
+        loss = F.cross_entropy(shadow(self.outer_ids), self.outer_targets)
+        loss.backward()
+        aopt.step()
+        return loss
+
+    def meta_functional(self, model, amp, aopt, grads, functional_call):
+        """The same amplifier update without the copy: theta' as tensors, the model run functionally."""
+        aopt.zero_grad(set_to_none=True)
+        theta = {n: p.detach() - LR * amp(grads[n], AMP_C) for n, p in model.named_parameters()}
+        loss = F.cross_entropy(functional_call(model, theta, (self.outer_ids,)), self.outer_targets)
+        loss.backward()
+        aopt.step()
+        return loss
+
+    def measure(self, name, make_fn, repeats=None, warmup=None, per_call=1):
+        """Adds one row: ms per step of make_fn()() (built inside, so a failure becomes 'n/a' with
+        its reason instead of ending the run)."""
+        a = self.args
+        try:
+            fn = make_fn()
+            s = timed(fn, a.repeats if repeats is None else repeats, a.warmup if warmup is None else warmup, self.dev)
+            self.rows.append({"name": name, "ms": 1e3 * s / per_call})
+        except Exception as e:  # noqa: BLE001 - report, don't fail the comparison
+            self.rows.append({"name": name, "ms": None, "note": f"failed: {type(e).__name__}: {e}"[:160]})
+
+    # ---- the rows ----
+
+    def plain(self):
+        """Plain Adam step, eager: the baseline."""
+        def make():
+            model, opt = self.model_and_adam()
+
+            def step():
+                self.forward_backward(model, opt)
+                opt.step()
+            return step
+        self.measure("standard Adam step (eager)", make)
+
+    def compiled(self):
+        """Plain Adam step with torch.compile (PyTorch 2.x); 'n/a' with the reason elsewhere."""
+        name = "standard Adam step (torch.compile)"
+        if not hasattr(torch, "compile"):
+            self.rows.append({"name": name, "ms": None, "note": f"torch {torch.__version__} has no torch.compile"})
+            return
+
+        def make():
+            model, opt = self.model_and_adam()
+            compiled = torch.compile(model)
+
+            def step():
+                self.forward_backward(model, opt, compiled)
+                opt.step()
+            return step
+        self.measure(name, make, warmup=self.args.warmup + 3)  # the first calls compile
+
+    def grokfast_ema(self):
+        """Grokfast's EMA filter on p.grad in place, then Adam (the paper's formulas and defaults)."""
+        def make():
+            model, opt = self.model_and_adam()
+            ema = {}
+
+            def step():
+                self.forward_backward(model, opt)
+                with torch.no_grad():
+                    for n, p in model.named_parameters():
+                        if n in ema:
+                            ema[n].mul_(EMA_ALPHA).add_(p.grad, alpha=1 - EMA_ALPHA)
+                        else:
+                            ema[n] = p.grad.clone()
+                        p.grad.add_(ema[n], alpha=EMA_LAMBDA)
+                opt.step()
+            return step
+        self.measure("Grokfast-EMA step", make)
+
+    def neuralgrok_inner(self):
+        """NeuralGrok's inner step: amplifier on every gradient tensor, clip 1.0, Adam; no meta step."""
+        def make():
+            model, opt = self.model_and_adam()
+            amp, _ = self.amplifier_and_adam()
+
+            def step():
+                self.forward_backward(model, opt)
+                self.amplify_and_clip(model, amp)
+                opt.step()
+            return step
+        self.measure("NeuralGrok inner step", make)
+
+    def neuralgrok_meta(self):
+        """The lookahead meta step alone, both ways, on one raw gradient computed beforehand."""
+        functional_call, origin = functional_call_impl()
+        for name, way in (("NeuralGrok lookahead meta step alone, official code (deepcopy)", "official"),
+                          ("NeuralGrok lookahead meta step alone, functional (no deepcopy)", "functional")):
+            def make(way=way):
+                model, opt = self.model_and_adam()
+                amp, aopt = self.amplifier_and_adam()
+                self.forward_backward(model, opt)
+                grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+                if way == "official":
+                    return lambda: self.meta_official(model, amp, aopt, grads)
+                return lambda: self.meta_functional(model, amp, aopt, grads, functional_call)
+            self.measure(name, make)
+            if way == "functional" and self.rows[-1]["ms"] is not None:
+                self.rows[-1]["note"] = f"functional_call from {origin}"
+
+    def neuralgrok_amortised(self):
+        """Whole NeuralGrok steps as the official code runs them; the meta step every T-th step."""
+        def make():
+            model, opt = self.model_and_adam()
+            amp, aopt = self.amplifier_and_adam()
+            state = {"step": 0}
+
+            def step():
+                self.forward_backward(model, opt)
+                if state["step"] % T == T - 1:  # the meta step uses this step's raw gradient
+                    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+                    self.meta_official(model, amp, aopt, grads)
+                self.amplify_and_clip(model, amp)
+                opt.step()
+                state["step"] += 1
+
+            def block():
+                for _ in range(T):
+                    step()
+            return block
+        self.measure("NeuralGrok step, official code (T 4, amortised)", make,
+                     repeats=max(3, self.args.repeats // 3), warmup=1, per_call=T)
 
 
 def main():
@@ -70,86 +304,29 @@ def main():
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--json", default="")
-    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--tiny", action="store_true", help="1 layer, width 32, batch 64, amplifier (8, 8)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(0)
-    p, batch = 97, (64 if args.tiny else 512)
-    width, layers = (32, 1) if args.tiny else (128, 2)
-    dev = args.device
-    ids, targets = data(p, batch, dev, gen)
-    outer_ids, outer_targets = data(p, 93, dev, gen)
-    rows = []
+    bench = Bench(args)
+    # The reference model makes its positions and mask without a device; PyTorch 2.x's device context
+    # puts them on the GPU. (With torch 1.13 on a GPU the rows fail and say so.)
+    on_device = (torch.device(args.device) if args.device != "cpu" and hasattr(torch, "set_default_device")
+                 else contextlib.nullcontext())
+    with on_device:
+        for row in (bench.plain, bench.compiled, bench.grokfast_ema, bench.neuralgrok_inner, bench.neuralgrok_meta,
+                    bench.neuralgrok_amortised):
+            row()
 
-    def make():
-        model = Transformer(p + 2, 4, width, 4 if width % 4 == 0 else 1, layers).to(dev)
-        return model, torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=1e-3)
-
-    model, opt = make()
-
-    def plain_step(m=model, o=opt):
-        o.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(m(ids), targets).backward()
-        o.step()
-
-    rows.append({"name": "standard Adam step (eager)", "ms": 1e3 * timed(plain_step, args.repeats, args.warmup, dev)})
-    if hasattr(torch, "compile"):
-        try:
-            cmodel, copt = make()
-            compiled = torch.compile(cmodel)
-
-            def compiled_step():
-                copt.zero_grad(set_to_none=True)
-                torch.nn.functional.cross_entropy(compiled(ids), targets).backward()
-                copt.step()
-
-            rows.append({"name": "standard Adam step (torch.compile)",
-                         "ms": 1e3 * timed(compiled_step, args.repeats, args.warmup + 3, dev)})
-        except Exception as e:  # noqa: BLE001 - report, don't fail the comparison
-            rows.append({"name": "standard Adam step (torch.compile)", "ms": None, "note": f"failed: {e}"[:120]})
-    else:
-        rows.append({"name": "standard Adam step (torch.compile)", "ms": None,
-                     "note": f"torch {torch.__version__} has no torch.compile"})
-
-    # NeuralGrok the official code's way.
-    nmodel, nopt = make()
-    amp = Amplifier((16, 16) if args.tiny else (128, 128)).to(dev)
-    aopt = torch.optim.Adam(amp.parameters(), lr=1e-4, betas=(0.9, 0.98), weight_decay=1e-3)
-    state = {"step": 0}
-
-    def neuralgrok_step():
-        nopt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(nmodel(ids), targets).backward()
-        grads = [p_.grad.detach().clone() for p_ in nmodel.parameters()]
-        if state["step"] % 4 == 3:  # the meta step: look-ahead on a deep copy
-            aopt.zero_grad(set_to_none=True)
-            shadow = copy.deepcopy(nmodel)
-            names = [n for n, _ in shadow.named_parameters()]
-            new = {n: p_.detach() - 1e-3 * amp(g, 0.2) for (n, p_), g in zip(shadow.named_parameters(), grads)}
-            from torch.nn.utils import stateless
-            outer = torch.nn.functional.cross_entropy(
-                stateless.functional_call(shadow, {n: new[n] for n in names}, (outer_ids,)), outer_targets)
-            outer.backward()
-            aopt.step()
-        with torch.no_grad():
-            for p_, g in zip(nmodel.parameters(), grads):
-                p_.grad = amp(g, 0.2)
-        torch.nn.utils.clip_grad_norm_(nmodel.parameters(), 1.0)
-        nopt.step()
-        state["step"] += 1
-
-    block = timed(lambda: [neuralgrok_step() for _ in range(4)], max(3, args.repeats // 3), 1, dev)
-    rows.append({"name": "NeuralGrok step, official code (T 4, amortised)", "ms": 1e3 * block / 4})
-
-    print(f"PyTorch {torch.__version__} on {dev}, {torch.get_num_threads()} threads")
-    for r in rows:
+    config = bench.sizes.describe()
+    print(f"PyTorch {torch.__version__} on {args.device}, {torch.get_num_threads()} threads — {config}")
+    for r in bench.rows:
         ms = "n/a" if r["ms"] is None else f"{r['ms']:.2f}"
-        print(f"  {r['name']:52s} {ms:>10} ms  {r.get('note', '')}")
+        print(f"  {r['name']:64s} {ms:>10} ms  {r.get('note', '')}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"torch": torch.__version__, "device": dev, "threads": torch.get_num_threads(), "rows": rows}, f,
-                      indent=2)
+            json.dump({"torch": torch.__version__, "device": args.device, "threads": torch.get_num_threads(),
+                       "config": config, "rows": bench.rows}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -38,10 +38,12 @@ void check_same_split(const SafetensorsFile& file, const TrainConfig& target) {
     const auto seed = weak.value("seed", std::uint64_t{0});
     const double train_fraction = weak.value("train_fraction", 0.0);
     const double outer_fraction = weak.value("outer_fraction", 0.0);
-    TG_CHECK(seed == target.seed && train_fraction == target.train_fraction && outer_fraction == target.outer_fraction,
+    // The test part depends only on the seed and the train fraction (split_dataset carves the outer part
+    // from the train part), so a different outer fraction leaks nothing into the test set.
+    TG_CHECK(seed == target.seed && train_fraction == target.train_fraction,
              "--init-embedding-from {}: the weak model was trained on {} mod {} with another split (seed {}, train "
              "fraction {}, outer fraction {}; this run: seed {}, {}, {}), so it has seen this run's test examples; "
-             "train the weak model with the same --seed and fractions",
+             "train the weak model with the same --seed and --train-fraction",
              file.path, task, target.resolved_modulus(), seed, train_fraction, outer_fraction, target.seed,
              target.train_fraction, target.outer_fraction);
   } catch (const nlohmann::json::exception&) {
@@ -373,6 +375,16 @@ ExtraCommand register_transfer_command(CLI::App& app) {
   opt("--eval-every", t.eval_every, "target: evaluate every N steps (0: every epoch)");
   opt("--warmup", t.warmup_steps, "target: linear warm-up updates");
   opt("--clip-grad-norm", t.clip_grad_norm, "target: clip the global gradient norm (0: off)");
+  // target's gradient method: GrokTransfer's initialisation combined with NeuralGrok or Grokfast
+  opt("--method", t.method, "target: standard | grokfast-ema | grokfast-ma | neuralgrok");
+  opt("--meta-grad", t.meta_grad, "target, NeuralGrok: lookahead | unrolled");
+  opt("--meta-every", t.meta_every, "target, NeuralGrok: inner steps per amplifier update (T)");
+  opt("--amp-hidden", t.amp_hidden, "target, NeuralGrok: amplifier hidden sizes");
+  opt("--amp-c", t.amp_c, "target, NeuralGrok: g' = c (p g) / ||p g|| per tensor");
+  opt("--amp-lr", t.amp_lr, "target, NeuralGrok: amplifier learning rate");
+  opt("--outer-fraction", s.outer_fraction,
+      "held-out outer fraction of all examples, carved from the train part (both models; 0.01 when the "
+      "target uses neuralgrok and this is 0)");
 
   ExtraCommand command;
   command.command = c;
@@ -386,6 +398,8 @@ ExtraCommand register_transfer_command(CLI::App& app) {
       m->layout = cli->shared.layout;
       m->train_fraction = cli->shared.train_fraction;
       m->seed = cli->shared.seed;
+      m->outer_fraction = cli->shared.outer_fraction;
+      if (m->outer_fraction == 0.0 && run.target.method == "neuralgrok") m->outer_fraction = 0.01;
       m->device = cli->shared.device;
       m->dtype = cli->shared.dtype;
       m->progress = cli->shared.progress;

@@ -439,6 +439,13 @@ TEST_CASE("transfer: every mismatch is a clear error naming the file and the ten
   c = good;  // another split of the same task: the weak model has seen the test examples
   c.seed = 3;
   fails(c, "with another split");
+  c = good;  // another train fraction: the test parts differ too
+  c.train_fraction = good.train_fraction * 0.5;
+  fails(c, "with another split");
+
+  c = good;  // an outer split (NeuralGrok) carved from the same train part: allowed, the test part is the same
+  c.outer_fraction = 0.05;
+  CHECK_NOTHROW(Trainer(c));
 
   c = good;
   c.transfer_init_scale = -1;

@@ -76,6 +76,13 @@ TEST_CASE("splits are disjoint, complete, sized by fraction and fixed by the see
   CHECK(*all.rbegin() == 9311);
   CHECK(split_dataset(9312, 0.5, 0.01, 3).train == s.train);
   CHECK(split_dataset(9312, 0.5, 0.01, 4).train != s.train);
+  // The outer part is carved from the train part: the test part depends on the seed and train fraction
+  // only (GrokTransfer relies on this to accept a weak model trained without an outer split).
+  const Split no_outer = split_dataset(9312, 0.5, 0.0, 3);
+  CHECK(no_outer.test == s.test);
+  std::set<std::int64_t> train_and_outer(s.train.begin(), s.train.end());
+  train_and_outer.insert(s.outer.begin(), s.outer.end());
+  CHECK(train_and_outer == std::set<std::int64_t>(no_outer.train.begin(), no_outer.train.end()));
   CHECK_THROWS_WITH(split_dataset(100, 1.0, 0.0, 0), ContainsSubstring("train fraction 1"));
   CHECK_THROWS_WITH(split_dataset(100, 0.5, 0.6, 0), ContainsSubstring("outer fraction 0.6"));
   CHECK_THROWS_WITH(split_dataset(100, 0.5, 0.001, 0), ContainsSubstring("rounds to no outer example"));
