@@ -213,3 +213,73 @@ TEST_CASE("a window of unrolled steps is freed by clearing the tape", "[second-o
   CHECK(tape().num_nodes() == 0);
   CHECK(!theta[0].requires_grad());  // the window's results are constants now: truncation
 }
+
+namespace {
+
+TensorList to_device(const TensorList& xs, Device device, DType dtype) {
+  TensorList out;
+  for (const Tensor& x : xs) out.push_back(x.to(dtype).to(device));
+  return out;
+}
+
+std::vector<double> flat_values(const TensorList& xs) {
+  std::vector<double> out;
+  for (const Tensor& x : xs) {
+    const auto v = values(x.to(Device::cpu()));
+    out.insert(out.end(), v.begin(), v.end());
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("second order on the GPU matches the CPU float64 result", "[cuda][second-order]") {
+  if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
+  TinyModel m;
+  Rng rng(8);
+  const Tensor ids = random_ids(rng, {6, 4}, 7), targets = random_ids(rng, {6}, 7);
+  const TensorList theta = m.detached_params();
+  const TensorList v = random_like(rng, theta);
+
+  SECTION("Hessian-vector product of the Transformer loss") {
+    auto hvp_on = [&](Device device, DType dtype) {
+      tape().clear();
+      TensorList leaves = with_requires_grad(to_device(theta, device, dtype));
+      TensorList hv = hessian_vector_product(cross_entropy(m.model.forward(leaves, ids.to(device)), targets.to(device)),
+                                             leaves, to_device(v, device, dtype));
+      tape().clear();
+      return flat_values(hv);
+    };
+    const auto ref = hvp_on(Device::cpu(), DType::f64);
+    const auto gpu = hvp_on(Device::cuda(0), DType::f32);
+    const double err = rel_error(gpu, ref);
+    INFO("HVP relative error " << err);
+    CHECK(err < 1e-4);
+    CHECK(hvp_on(Device::cuda(0), DType::f32) == gpu);  // bit-identical run to run
+  }
+
+  SECTION("hypergradient through 2 unrolled Adam steps") {
+    auto hyper_on = [&](Device device, DType dtype) {
+      Rng r(21);
+      Unrolled u{m, {}, {}, random_ids(r, {8, 4}, 7).to(device), random_ids(r, {8}, 7).to(device), "adam", 0.05};
+      for (int k = 0; k < 2; ++k) {
+        u.inner_ids.push_back(random_ids(r, {6, 4}, 7).to(device));
+        u.inner_targets.push_back(random_ids(r, {6}, 7).to(device));
+      }
+      const Tensor phi0 = random(r, {static_cast<std::int64_t>(theta.size())}, DType::f64, -0.5, 0.5);
+      tape().clear();
+      TensorList leaves = with_requires_grad(to_device(theta, device, dtype));
+      Tensor phi = phi0.to(dtype).to(device).set_requires_grad(true);
+      TensorList wrt = leaves;
+      wrt.push_back(phi);
+      const TensorList hyper = grad({u.outer_loss(leaves, phi, true)}, wrt);
+      tape().clear();
+      return flat_values(hyper);
+    };
+    const auto ref = hyper_on(Device::cpu(), DType::f64);
+    const auto gpu = hyper_on(Device::cuda(0), DType::f32);
+    const double err = rel_error(gpu, ref);
+    INFO("hypergradient relative error " << err);
+    CHECK(err < 1e-3);
+  }
+}
