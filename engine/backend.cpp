@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+
 #include "engine/error.h"
 #include "kernels/cpu/cpu_backend.h"
 #ifdef TAPEGROK_WITH_CUDA
@@ -35,6 +37,10 @@ const char* binary_op_name(BinaryOp op) {
     case BinaryOp::div: return "div";
   }
   return "?";
+}
+
+std::array<double, kAdamDeviceScalars> adam_device_scalars(const AdamStep& s) {
+  return {s.lr / s.bias_correction1, std::sqrt(s.bias_correction2), 1.0 - s.lr * s.weight_decay};
 }
 
 Backend& backend_for(Device device) {

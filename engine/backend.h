@@ -8,7 +8,9 @@
 // Implementations: kernels/cpu/cpu_backend.cpp (f32 and f64) and kernels/cuda/cuda_backend.cpp (f32).
 #pragma once
 
+#include <array>
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "engine/allocator.h"
@@ -41,6 +43,14 @@ struct AdamStep {
   double bias_correction2 = 1.0;        // 1 - beta2^t
 };
 
+// What the Adam kernels derive from a step's lr and bias corrections, in double: (lr / bc1, sqrt(bc2),
+// 1 - lr wd). adam_update rounds these to the kernel's type; adam_update_device reads the same values,
+// rounded by the caller, from a device tensor. One function for both keeps the two paths bit-identical.
+constexpr std::int64_t kAdamDeviceScalars = 3;
+std::array<double, kAdamDeviceScalars> adam_device_scalars(const AdamStep& step);
+// sgd_update_device's scalars: (lr, 1 on the first step else 0).
+constexpr std::int64_t kSgdDeviceScalars = 2;
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -50,6 +60,10 @@ class Backend {
 
   // ---- memory ----
   virtual void copy_from_host(void* dst, const void* src, std::size_t nbytes) = 0;
+  // The same copy without waiting for the device: the bytes are staged first (pinned memory on the
+  // GPU), so `src` may be reused as soon as this returns, and the copy runs in stream order with the
+  // kernels. For the inputs of a sync-free step; not allowed while a graph is being captured.
+  virtual void copy_from_host_async(void* dst, const void* src, std::size_t nbytes) = 0;
   virtual void copy_to_host(void* dst, const void* src, std::size_t nbytes) = 0;
   virtual void fill_bytes(void* dst, unsigned char byte, std::size_t nbytes) = 0;
   virtual void fill(const Tensor& out, double value) = 0;  // out: any strides
@@ -79,6 +93,8 @@ class Backend {
   virtual void reduce_all(ReduceOp op, const Tensor& x, const Tensor& out) = 0;
   // x: [rows, n] -> out i32 [rows], index of the first maximum.
   virtual void argmax_lastdim(const Tensor& x, const Tensor& out) = 0;
+  // a, b: i32 [n] -> out (one floating element): how many positions hold equal values, counted exactly.
+  virtual void count_equal(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
 
   // ---- flat-buffer passes (optimizers, clipping, per-parameter transforms) ----
   // Over flat buffers of equal length, in place:  g' = g + wd p (Adam) | p *= 1 - lr wd (AdamW);
@@ -88,6 +104,16 @@ class Backend {
   // g' = g + wd p;  buf = g' (first step) or momentum buf + g';  p -= lr buf.
   virtual void sgd_update(const Tensor& param, const Tensor& grad, const Tensor& momentum_buffer, double lr,
                           double momentum, double weight_decay, bool first_step) = 0;
+  // The same two updates with their step-dependent values read from `scalars` on the device instead
+  // of kernel arguments, so one launch (a captured CUDA graph) serves every step. scalars: a contiguous
+  // tensor of param's dtype and device, written before the step: [kAdamDeviceScalars] =
+  // adam_device_scalars(step) (`fixed` gives beta1, beta2, eps, weight_decay, decoupled_weight_decay;
+  // its lr and bias corrections are not used) or [kSgdDeviceScalars] = (lr, first step). Bit-identical
+  // to adam_update / sgd_update given the same step.
+  virtual void adam_update_device(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                                  const AdamStep& fixed, const Tensor& scalars) = 0;
+  virtual void sgd_update_device(const Tensor& param, const Tensor& grad, const Tensor& momentum_buffer,
+                                 const Tensor& scalars, double momentum, double weight_decay) = 0;
   // x *= min(1, max_norm / (norm + 1e-6)), norm a one-element tensor on the device (no host round trip).
   virtual void clip_by_norm(const Tensor& x, const Tensor& norm, double max_norm) = 0;
   // out[s] = reduce(x[offsets[s] : offsets[s+1]]) for every segment s in one pass; x flat, out [segments].
@@ -161,6 +187,20 @@ class Backend {
   // this step's insert.)
   virtual void grokfast_ma(const Tensor& grad, const Tensor& slot, const Tensor& sum, const Tensor& comp,
                            double lambda, std::int64_t window, bool evict, bool amplify) = 0;
+
+  // ---- CUDA graphs (engine/captured_graph.h is the interface to use) ----
+  // begin_capture: until end_capture, work this thread enqueues on the backend's stream is recorded,
+  // not run (cudaStreamCaptureModeThreadLocal), and device memory comes from a capture pool that stays
+  // the graph's own (engine/allocator.h). Anything that waits for the device (copy_to_host,
+  // copy_from_host[_async], synchronize) is an error meanwhile. end_capture instantiates the graph and
+  // returns its id (> 0); launch_graph replays it on the stream; destroy_graph waits for the stream,
+  // frees the graph and hands its pool back. abort_capture ends a failed capture and drops what it
+  // recorded. The CPU backend raises "graph capture needs a CUDA device".
+  virtual void begin_capture() = 0;
+  virtual std::uint64_t end_capture() = 0;
+  virtual void abort_capture() noexcept = 0;
+  virtual void launch_graph(std::uint64_t graph) = 0;
+  virtual void destroy_graph(std::uint64_t graph) = 0;
 };
 
 // The backend that runs ops on `device`. Throws tg::Error when the device is CUDA and this build has

@@ -62,6 +62,9 @@ Tensor l2_norm(const Tensor& x);                                      // sqrt(su
 Tensor sum_to(const Tensor& x, const Shape& shape);  // sums broadcast dimensions away (broadcast backward)
 Tensor expand(const Tensor& x, const Shape& shape);  // broadcast x to shape (a view)
 Tensor argmax(const Tensor& x);                      // over the last dim -> i32, not differentiable
+// a, b: i32 of one shape -> [] of `dtype`: how many positions agree (exact; not differentiable). A
+// step's correct predictions, count_equal(argmax(logits), targets), without a trip to the host.
+Tensor count_equal(const Tensor& a, const Tensor& b, DType dtype = DType::f32);
 
 // ---- softmax and loss (engine/ops/softmax.cpp, engine/ops/cross_entropy.cpp) ----
 Tensor softmax(const Tensor& x);  // over the last dimension
@@ -89,6 +92,23 @@ struct Segment {
 //   and on a segment whose gradient is all zero (where the formula would give 0 / 0).
 // Differentiable in g and in the weights (first order; a second derivative fails loudly).
 Tensor neural_amplify(const Tensor& g, const TensorList& weights, const std::vector<Segment>& segments, double c);
+
+// ---- ids checked on the host (engine/ops/ids_checked.cpp) ----
+// embedding and cross_entropy make sure every id / target is in range by copying them to the host: a
+// wait for the device, which a sync-free training step (and a CUDA graph capture) must not make. While
+// an IdsCheckedGuard is alive the caller vouches that it checked the values on the host before it
+// uploaded them, and those two ops skip their copy. Scoped like NoGradGuard (single-threaded engine).
+class IdsCheckedGuard {
+ public:
+  IdsCheckedGuard();
+  ~IdsCheckedGuard();
+  IdsCheckedGuard(const IdsCheckedGuard&) = delete;
+  IdsCheckedGuard& operator=(const IdsCheckedGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+bool ids_checked_on_host();
 
 // ---- views and copies (engine/ops/views.cpp) ----
 Tensor reshape(const Tensor& x, const Shape& shape);  // one entry may be -1

@@ -106,18 +106,27 @@ Split split_dataset(std::int64_t size, double train_fraction, double outer_fract
   return s;
 }
 
-void gather_examples(const Dataset& data, const std::vector<std::int64_t>& indices, Device device, Tensor& inputs,
-                     Tensor& targets) {
+void gather_examples_host(const Dataset& data, const std::vector<std::int64_t>& indices,
+                          std::vector<std::int32_t>& inputs, std::vector<std::int32_t>& targets) {
   const auto n = static_cast<std::int64_t>(indices.size());
-  std::vector<std::int32_t> in(static_cast<std::size_t>(n * data.seq_len)), out(static_cast<std::size_t>(n));
+  inputs.resize(static_cast<std::size_t>(n * data.seq_len));
+  targets.resize(static_cast<std::size_t>(n));
   for (std::int64_t i = 0; i < n; ++i) {
     const std::int64_t e = indices[static_cast<std::size_t>(i)];
     TG_CHECK(e >= 0 && e < data.size(), "gather_examples: example {} is outside the dataset of {}", e, data.size());
     for (std::int64_t t = 0; t < data.seq_len; ++t) {
-      in[static_cast<std::size_t>(i * data.seq_len + t)] = data.inputs[static_cast<std::size_t>(e * data.seq_len + t)];
+      inputs[static_cast<std::size_t>(i * data.seq_len + t)] =
+          data.inputs[static_cast<std::size_t>(e * data.seq_len + t)];
     }
-    out[static_cast<std::size_t>(i)] = data.targets[static_cast<std::size_t>(e)];
+    targets[static_cast<std::size_t>(i)] = data.targets[static_cast<std::size_t>(e)];
   }
+}
+
+void gather_examples(const Dataset& data, const std::vector<std::int64_t>& indices, Device device, Tensor& inputs,
+                     Tensor& targets) {
+  const auto n = static_cast<std::int64_t>(indices.size());
+  std::vector<std::int32_t> in, out;
+  gather_examples_host(data, indices, in, out);
   inputs = Tensor::from_vector(in, {n, data.seq_len}, device);
   targets = Tensor::from_vector(out, {n}, device);
 }

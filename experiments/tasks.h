@@ -54,5 +54,8 @@ Split split_dataset(std::int64_t size, double train_fraction, double outer_fract
 // Inputs [n, seq_len] and targets [n] of the given examples, on `device`.
 void gather_examples(const Dataset& data, const std::vector<std::int64_t>& indices, Device device, Tensor& inputs,
                      Tensor& targets);
+// The same on the host, row-major (inputs: n * seq_len values), for callers that upload them themselves.
+void gather_examples_host(const Dataset& data, const std::vector<std::int64_t>& indices,
+                          std::vector<std::int32_t>& inputs, std::vector<std::int32_t>& targets);
 
 }  // namespace tg

@@ -52,6 +52,9 @@ struct TrainConfig {
   std::int64_t max_steps = 10000;
   double clip_grad_norm = 0.0;   // 0: off
   double grad_normalize = 0.0;   // c of g' = c g / ||g|| per tensor; 0: off
+  // Sync-free steps: the step's statistics stay on the device until they are logged, and on a GPU the
+  // whole step is captured once as a CUDA graph and replayed (experiments/trainer.h). Same results.
+  bool cuda_graph = false;
 
   // evaluation, output
   std::int64_t eval_every = 0;        // steps; 0: once per epoch

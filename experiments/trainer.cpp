@@ -5,7 +5,9 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
+#include "engine/backend.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/safetensors.h"
@@ -18,6 +20,12 @@ namespace tg {
 namespace {
 
 constexpr const char* kCheckpointFormat = "tapegrok-run-checkpoint-v1";
+
+// Sync-free mode: replayable steps of each batch size run eagerly this many times before the next one
+// is captured (the first run initialises cuBLAS, loads the kernels and fills the allocator's cache).
+constexpr std::int64_t kEagerStepsPerShape = 1;
+// Most step statistics kept on the device between reads (12 bytes a step in f32).
+constexpr std::int64_t kMaxPendingSteps = 65536;
 
 // Independent random streams derived from the one run seed.
 std::uint64_t stream_seed(std::uint64_t seed, std::uint64_t stream) { return seed * 4 + stream; }
@@ -121,6 +129,54 @@ Trainer::Trainer(TrainConfig config, bool restoring) : config_(std::move(config)
     neuralgrok_ = std::make_unique<NeuralGrok>(config_, params_, amp_rng);
     gather_examples(data_, split_.outer, device_, outer_ids_, outer_targets_);
   }
+
+  const bool unrolled = neuralgrok_ && config_.meta_grad == "unrolled" && neuralgrok_->updates_amplifier();
+  sync_free_ = config_.cuda_graph && !unrolled;
+  use_graphs_ = sync_free_ && device_.is_cuda();
+  if (sync_free_) {
+    // The sync-free step skips the ops' device-to-host range checks of ids and targets
+    // (IdsCheckedGuard): check the whole dataset here, once. Every model outputs [B, vocab] logits.
+    for (std::size_t i = 0; i < data_.inputs.size(); ++i) {
+      TG_CHECK(data_.inputs[i] >= 0 && data_.inputs[i] < data_.vocab,
+               "task {}: input id {} at position {} is outside the vocabulary [0, {})", data_.task, data_.inputs[i], i,
+               data_.vocab);
+    }
+    for (std::size_t i = 0; i < data_.targets.size(); ++i) {
+      TG_CHECK(data_.targets[i] >= 0 && data_.targets[i] < data_.vocab,
+               "task {}: target {} of example {} is outside the vocabulary [0, {})", data_.task, data_.targets[i], i,
+               data_.vocab);
+    }
+    batch_ids_ = Tensor::zeros({config_.batch_size, data_.seq_len}, DType::i32, device_);
+    batch_targets_ = Tensor::zeros({config_.batch_size}, DType::i32, device_);
+    const auto scalars = static_cast<std::int64_t>(optimizer_->device_scalars(config_.lr).size());
+    step_scalars_ = Tensor::zeros({scalars}, dtype_, device_);
+    stats_ = StepStatsRing(std::min(eval_interval(), kMaxPendingSteps), dtype_, device_);
+  }
+}
+
+std::string Trainer::sync_free_notice() const {
+  if (!config_.cuda_graph) return "";
+  if (!sync_free_) {
+    return "--cuda-graph: --meta-grad unrolled records its inner steps on the tape across a window and reads values "
+           "on the host, so its steps run the normal (synchronising) path";
+  }
+  if (!use_graphs_) {
+    return fmt::format("--cuda-graph on {}: CUDA graphs need a GPU, so steps run eagerly; they still never wait for "
+                       "the device, and their statistics are read when logged",
+                       device_.str());
+  }
+  if (config_.method == "grokfast-ma") {
+    return fmt::format("--cuda-graph on {}: --method grokfast-ma moves its window slot every step, so no step can be "
+                       "replayed from a graph; steps run eagerly without waiting for the device",
+                       device_.str());
+  }
+  std::string eager = "the first step of each batch size and steps that end in an evaluation (AGE is read on the host)";
+  if (neuralgrok_ && neuralgrok_->updates_amplifier()) {
+    eager += fmt::format(", and every {}th step (NeuralGrok's meta step reads its outer loss on the host)",
+                         config_.meta_every);
+  }
+  return fmt::format("--cuda-graph on {}: each step replays a captured CUDA graph, except (eager): {}", device_.str(),
+                     eager);
 }
 
 std::int64_t Trainer::eval_interval() const {
@@ -128,6 +184,7 @@ std::int64_t Trainer::eval_interval() const {
 }
 
 StepStats Trainer::step(bool with_entropy) {
+  if (sync_free_) return step_sync_free(with_entropy);
   Tensor ids, targets;
   gather_examples(data_, sampler_->next(), device_, ids, targets);
   const double lr = warmup_lr(config_.lr, progress_.step, config_.warmup_steps);
@@ -177,6 +234,130 @@ StepStats Trainer::step(bool with_entropy) {
   return s;
 }
 
+// ---------------------------------------------------------------- sync-free steps
+
+bool Trainer::replayable(bool with_entropy, bool meta_step) const {
+  if (with_entropy || meta_step) return false;  // both read values on the host mid-step
+  return !filter_ || filter_->replayable();
+}
+
+StepStats Trainer::step_sync_free(bool with_entropy) {
+  const std::vector<std::int64_t> batch = sampler_->next();
+  const auto n = static_cast<std::int64_t>(batch.size());
+  const double lr = warmup_lr(config_.lr, progress_.step, config_.warmup_steps);
+
+  // Everything that changes from step to step goes to fixed device buffers, before the device work.
+  std::vector<std::int32_t> ids, targets;
+  gather_examples_host(data_, batch, ids, targets);
+  Backend& be = backend_for(device_);
+  be.copy_from_host_async(batch_ids_.raw_data(), ids.data(), ids.size() * sizeof(std::int32_t));
+  be.copy_from_host_async(batch_targets_.raw_data(), targets.data(), targets.size() * sizeof(std::int32_t));
+  const std::vector<double> scalars = optimizer_->device_scalars(lr);
+  if (dtype_ == DType::f64) {
+    be.copy_from_host_async(step_scalars_.raw_data(), scalars.data(), scalars.size() * sizeof(double));
+  } else {
+    const std::vector<float> rounded(scalars.begin(), scalars.end());  // as the kernels round host scalars
+    be.copy_from_host_async(step_scalars_.raw_data(), rounded.data(), rounded.size() * sizeof(float));
+  }
+  batch_ids_.storage()->bump_version();
+  batch_targets_.storage()->bump_version();
+  step_scalars_.storage()->bump_version();
+
+  const bool meta_step = neuralgrok_ && neuralgrok_->updates_amplifier() &&
+                         (progress_.step + 1) % config_.meta_every == 0;
+  StepStats s;
+  s.examples = n;
+  s.lr = lr;
+  s.on_device = true;
+  s.loss = s.accuracy = s.grad_norm = std::numeric_limits<double>::quiet_NaN();
+  if (use_graphs_ && replayable(with_entropy, meta_step)) {
+    ShapeGraph& g = graphs_[n];
+    if (g.graph.defined()) {
+      g.graph.replay();
+      // The host half of the captured step: the counters its host code advanced once, at capture.
+      optimizer_->count_replayed_step();
+      if (filter_) filter_->count_replayed_step();
+    } else if (g.eager_steps >= kEagerStepsPerShape) {
+      g.graph = CapturedGraph::capture(device_, [&] { device_step(n, false, false, s); });
+      g.graph.replay();  // capturing only recorded this step's work
+    } else {
+      device_step(n, false, false, s);
+      ++g.eager_steps;
+    }
+  } else {
+    device_step(n, with_entropy, meta_step, s);
+  }
+  stats_.commit(progress_.step + 1, n, lr);
+  ++progress_.step;
+  return s;
+}
+
+void Trainer::device_step(std::int64_t batch, bool with_entropy, bool meta_step, StepStats& s) {
+  const Tensor ids = batch_ids_.as_strided({batch, data_.seq_len}, {data_.seq_len, 1}, 0);  // [B, S]
+  const Tensor targets = batch_targets_.as_strided({batch}, {1}, 0);                        // [B]
+  tape().clear();
+  params_.zero_grad();
+  Tensor logits, loss;
+  {
+    IdsCheckedGuard checked;  // the constructor checked every id and target of the dataset
+    logits = model_->forward(params_.values(), ids);  // [B, V]
+    loss = cross_entropy(logits, targets);            // []
+  }
+  backward(loss);
+  tape().clear();
+  {
+    // The statistics the normal step reads with .item(), written to the slot on the device instead.
+    NoGradGuard no_grad;
+    const Tensor& slot = stats_.slot();
+    const Tensor correct = count_equal(argmax(logits), targets, dtype_);
+    const Tensor norm = global_grad_norm(params_);
+    for (const auto& [column, value] : {std::pair{StepStatsRing::kLoss, loss},
+                                        std::pair{StepStatsRing::kCorrect, correct},
+                                        std::pair{StepStatsRing::kGradNorm, norm}}) {
+      Tensor cell = slot.as_strided({}, {}, column);
+      cell.copy_from_(value);
+    }
+  }
+
+  if (with_entropy) s.age_raw = gradient_entropy(params_);
+  if (neuralgrok_) {
+    if (meta_step) neuralgrok_->meta_step_lookahead(*model_, params_, outer_ids_, outer_targets_, config_.lr);
+    neuralgrok_->transform(params_);
+  }
+  if (filter_) filter_->apply(params_);
+  if (config_.grad_normalize > 0) normalize_grads_per_tensor(params_, config_.grad_normalize);
+  if (with_entropy) s.age_transformed = gradient_entropy(params_);
+  if (config_.clip_grad_norm > 0) clip_grad_norm(params_, config_.clip_grad_norm);
+  optimizer_->step_from_device(params_, step_scalars_);
+}
+
+std::vector<StepStats> Trainer::read_step_stats() {
+  std::vector<StepStats> out;
+  if (!sync_free_) return out;
+  const std::vector<StepStatsRing::Row> rows = stats_.read();
+  if (rows.empty()) return out;
+  const std::int64_t first = rows.front().step, last = rows.back().step;
+  for (const StepStatsRing::Row& r : rows) {
+    // The checks of the normal step, made when the values reach the host.
+    TG_CHECK(std::isfinite(r.loss),
+             "training diverged at step {}: the loss is {} (lr {}, task {}; found when the statistics of steps {} to "
+             "{} were read from the device); lower the learning rate or enable --clip-grad-norm",
+             r.step, r.loss, config_.lr, config_.task, first, last);
+    TG_CHECK(std::isfinite(r.grad_norm),
+             "training diverged at step {}: the gradient norm is {} (loss {}; found when the statistics of steps {} "
+             "to {} were read from the device)",
+             r.step, r.grad_norm, r.loss, first, last);
+    StepStats s;
+    s.loss = r.loss;
+    s.accuracy = r.correct / static_cast<double>(r.examples);
+    s.grad_norm = r.grad_norm;
+    s.lr = r.lr;
+    s.examples = r.examples;
+    out.push_back(s);
+  }
+  return out;
+}
+
 EvalStats Trainer::evaluate(const std::vector<std::int64_t>& examples) const {
   NoGradGuard no_grad;
   EvalStats e;
@@ -215,29 +396,45 @@ RunProgress Trainer::run() {
   const std::string checkpoint_path = config_.run_dir + "/checkpoint.safetensors";
   const std::int64_t every = eval_interval();
 
+  const std::string notice = sync_free_notice();
+  if (!notice.empty()) fmt::print("{}\n", notice);
+
   const double start = seconds_since_start();
   const double wall_before = progress_.wall_seconds;
   const std::int64_t step_before = progress_.step;
   double loss_sum = 0, acc_sum = 0;
   std::int64_t since_eval = 0;
   double grad_norm = 0, lr = 0;
+  // Sync-free mode: the steps' statistics reach the host here, summed in step order as the normal
+  // mode sums them after each step (and checked for divergence).
+  auto absorb_device_stats = [&] {
+    for (const StepStats& r : read_step_stats()) {
+      loss_sum += r.loss;
+      acc_sum += r.accuracy;
+      grad_norm = r.grad_norm;
+    }
+  };
 
   while (progress_.step < config_.max_steps) {
     const bool eval_after = (progress_.step + 1) % every == 0 || progress_.step + 1 == config_.max_steps;
     const StepStats s = step(eval_after);
-    loss_sum += s.loss;
-    acc_sum += s.accuracy;
-    grad_norm = s.grad_norm;
+    if (!s.on_device) {
+      loss_sum += s.loss;
+      acc_sum += s.accuracy;
+      grad_norm = s.grad_norm;
+    }
     lr = s.lr;
     ++since_eval;
     const double elapsed = seconds_since_start() - start;
     const double rate = static_cast<double>(progress_.step - step_before) / std::max(elapsed, 1e-9);
     progress_.wall_seconds = wall_before + elapsed;
-    display.on_step(progress_.step, s.loss, rate);
+    // Sync-free steps leave their loss on the device: the live line shows the last logged one.
+    display.on_step(progress_.step, s.on_device ? progress_.last_train_loss : s.loss, rate);
 
     const bool last = progress_.step == config_.max_steps;
     bool stop = false;
     if (progress_.step % every == 0 || last) {
+      absorb_device_stats();
       const EvalStats test = evaluate(split_.test);
       const double train_loss = loss_sum / static_cast<double>(since_eval);
       const double train_acc = acc_sum / static_cast<double>(since_eval);
@@ -286,7 +483,10 @@ RunProgress Trainer::run() {
       display.on_eval(progress_.step, train_loss, train_acc, test.loss, test.accuracy, rate);
       stop = config_.stop_at_test_acc > 0 && test.accuracy >= config_.stop_at_test_acc;
     }
-    if (config_.checkpoint_every > 0 && progress_.step % config_.checkpoint_every == 0) save_checkpoint(checkpoint_path);
+    if (config_.checkpoint_every > 0 && progress_.step % config_.checkpoint_every == 0) {
+      absorb_device_stats();  // a diverged run must stop before it overwrites its checkpoint
+      save_checkpoint(checkpoint_path);
+    }
     if (stop) break;
   }
   display.finish();
@@ -402,6 +602,9 @@ void Trainer::load_checkpoint(const std::string& path) {
   }
 
   // All checks passed: apply. (The sampler and the amplifier validate their parts before taking them.)
+  // Sync-free mode: graphs are captured afresh and statistics of steps before the load are dropped.
+  graphs_.clear();
+  stats_.clear();
   if (neuralgrok_) neuralgrok_->load_checkpoint(file.tensors, file.metadata, path);
   if (filter_) filter_->load_state(filter_state, filter_steps);
   sampler_->set_state(s);

@@ -10,17 +10,33 @@
 //   optimizer->step(params, lr)       one fused pass over the flat buffers (optim/)
 // With --method neuralgrok --meta-grad unrolled the whole inner step is recorded instead
 // (NeuralGrok::unrolled_step), so the amplifier's meta-gradient can flow back through it.
+//
+// Sync-free steps (--cuda-graph, TrainConfig::cuda_graph): the same work, but nothing in a step waits
+// for the device. The batch is uploaded into fixed input buffers and the optimizer's per-step values
+// (lr, bias corrections) into a small device tensor, both before the device work; loss, correct
+// predictions and raw gradient norm are written on the device (experiments/step_stats_ring.h) and
+// read, and checked for divergence, only when the trainer logs. On a GPU the device work of a step is
+// captured once per batch size as a CUDA graph (engine/captured_graph.h) and replayed; eager instead:
+// the first step of each batch size (it initialises cuBLAS and the allocator's cache), steps that end
+// in an evaluation (their AGE metrics are read on the host), NeuralGrok's meta steps (a second graph
+// would gain little every T steps, and the meta step reads its outer loss on the host), and every
+// grokfast-ma step (its window slot moves each step). --meta-grad unrolled keeps the normal,
+// synchronising step. On the CPU every sync-free step runs eagerly. Results are bit-identical to the
+// normal mode on the same device.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 
+#include "engine/captured_graph.h"
 #include "engine/parameters.h"
 #include "experiments/batch_sampler.h"
 #include "experiments/neuralgrok.h"
 #include "optim/entropy_metrics.h"
 #include "optim/grokfast.h"
+#include "experiments/step_stats_ring.h"
 #include "experiments/tasks.h"
 #include "experiments/train_config.h"
 #include "models/transformer.h"
@@ -33,6 +49,9 @@ struct StepStats {
   std::int64_t examples = 0;
   // Gradient entropies (AGE), computed on steps that end in an evaluation; empty otherwise.
   EntropyStats age_raw, age_transformed;
+  // A sync-free step: loss, accuracy and grad_norm are still on the device (NaN here) until
+  // Trainer::read_step_stats().
+  bool on_device = false;
 };
 
 struct EvalStats {
@@ -60,6 +79,13 @@ class Trainer {
 
   // One optimizer update; with_entropy also measures the raw and transformed gradients' AGE.
   StepStats step(bool with_entropy = false);
+  // Sync-free mode: the statistics of every step since the last call, in order (one wait for the
+  // device). Throws "training diverged at step N ..." for the first non-finite loss or gradient norm
+  // among them. Empty in the normal mode, whose step() returns them.
+  std::vector<StepStats> read_step_stats();
+  bool sync_free() const { return sync_free_; }
+  // What --cuda-graph does for this run (which steps replay a graph, which run eagerly); "" without it.
+  std::string sync_free_notice() const;
   EvalStats evaluate(const std::vector<std::int64_t>& examples) const;  // no tape, chunks of 4096
 
   void save_checkpoint(const std::string& path) const;  // atomic (temp file + rename)
@@ -77,6 +103,13 @@ class Trainer {
   std::int64_t eval_interval() const;
 
  private:
+  StepStats step_sync_free(bool with_entropy);
+  // The device work of a sync-free step on the first `batch` rows of the input buffers: forward,
+  // backward, statistics into stats_.slot(), gradient method, transforms, optimizer update. On a GPU
+  // this is what a CUDA graph captures (then with_entropy and meta_step are false).
+  void device_step(std::int64_t batch, bool with_entropy, bool meta_step, StepStats& s);
+  bool replayable(bool with_entropy, bool meta_step) const;
+
   TrainConfig config_;
   Device device_;
   DType dtype_;
@@ -90,6 +123,19 @@ class Trainer {
   std::unique_ptr<GradientFilter> filter_;  // Grokfast EMA / MA, when chosen
   Tensor outer_ids_, outer_targets_;  // the whole outer set, on the device (NeuralGrok's meta loss)
   RunProgress progress_;
+
+  // ---- sync-free mode ----
+  bool sync_free_ = false;    // config_.cuda_graph, unless the method needs the synchronising step
+  bool use_graphs_ = false;   // sync-free on a CUDA device: capture and replay
+  Tensor batch_ids_;          // i32 [batch_size, seq_len]: every step's inputs (a partial batch uses the first rows)
+  Tensor batch_targets_;      // i32 [batch_size]
+  Tensor step_scalars_;       // the optimizer's per-step values (Optimizer::device_scalars), uploaded each step
+  StepStatsRing stats_;
+  struct ShapeGraph {
+    std::int64_t eager_steps = 0;  // replayable steps run eagerly so far (the warm-up)
+    CapturedGraph graph;
+  };
+  std::map<std::int64_t, ShapeGraph> graphs_;  // by batch size: the full one and an epoch's partial last batch
 };
 
 // Loads a run's config from a checkpoint's metadata (for `--resume`).

@@ -35,6 +35,13 @@ class GradientFilter {
   virtual void apply(const ParameterTable& params) = 0;
   std::int64_t steps() const { return steps_; }  // gradients seen so far
 
+  // ---- CUDA graphs ----
+  // True when apply() now launches the same kernels with the same arguments at every later step, so a
+  // captured graph may replay it: EMA after its first step; MA never (its window slot moves each step).
+  virtual bool replayable() const = 0;
+  // The host half of apply() alone, for a step whose device work a graph replay did.
+  void count_replayed_step() { ++steps_; }
+
   // Checkpoint state: named flat buffers plus the step count.
   virtual std::map<std::string, Tensor> state() const = 0;
   virtual void load_state(const std::map<std::string, Tensor>& state, std::int64_t steps) = 0;
@@ -58,6 +65,7 @@ class GrokfastEma final : public GradientFilter {
   GrokfastEma(const ParameterTable& params, GrokfastEmaConfig config);
   const char* name() const override { return "grokfast-ema"; }
   void apply(const ParameterTable& params) override;
+  bool replayable() const override { return steps_ > 0; }  // the first step seeds mu instead
   std::map<std::string, Tensor> state() const override;  // {"mu": [padded numel]}
   void load_state(const std::map<std::string, Tensor>& state, std::int64_t steps) override;
   const GrokfastEmaConfig& config() const { return config_; }
@@ -72,6 +80,7 @@ class GrokfastMa final : public GradientFilter {
   GrokfastMa(const ParameterTable& params, GrokfastMaConfig config);
   const char* name() const override { return "grokfast-ma"; }
   void apply(const ParameterTable& params) override;
+  bool replayable() const override { return false; }  // slot, evict and amplify depend on the step
   // {"window": [window, padded numel] (gradient of step t in row t % window), "sum", "comp": [padded numel]}
   std::map<std::string, Tensor> state() const override;
   void load_state(const std::map<std::string, Tensor>& state, std::int64_t steps) override;

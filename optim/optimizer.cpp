@@ -40,6 +40,14 @@ class FrozenSegments {
   std::vector<std::pair<Tensor, Tensor>> saved_;
 };
 
+// The scalars tensor of step_from_device: `count` values of the parameters' dtype on their device.
+void check_scalars(const char* optimizer, const ParameterTable& params, const Tensor& scalars, std::int64_t count) {
+  TG_CHECK(scalars.defined() && scalars.numel() == count && scalars.dtype() == params.dtype() &&
+               scalars.device() == params.device() && scalars.is_contiguous(),
+           "{} step_from_device: scalars must be {} contiguous {} values on {}, got {}", optimizer, count,
+           dtype_name(params.dtype()), params.device().str(), scalars.defined() ? scalars.str() : "(undefined)");
+}
+
 class Adam final : public Optimizer {
  public:
   Adam(const ParameterTable& params, AdamConfig config)
@@ -49,17 +57,25 @@ class Adam final : public Optimizer {
 
   void step(const ParameterTable& params, double lr) override {
     ++steps_;
-    AdamStep s;
-    s.lr = lr;
-    s.beta1 = config_.beta1;
-    s.beta2 = config_.beta2;
-    s.eps = config_.eps;
-    s.weight_decay = config_.weight_decay;
-    s.decoupled_weight_decay = config_.decoupled_weight_decay;
-    s.bias_correction1 = 1.0 - std::pow(config_.beta1, static_cast<double>(steps_));
-    s.bias_correction2 = 1.0 - std::pow(config_.beta2, static_cast<double>(steps_));
+    const AdamStep s = step_constants(lr, steps_);
     FrozenSegments frozen(params, {m_, v_});
     backend_for(params.device()).adam_update(params.flat_values(), params.flat_grads(), m_, v_, s);
+    frozen.restore();
+    params.flat_values().storage()->bump_version();
+  }
+
+  std::vector<double> device_scalars(double lr) const override {
+    const auto c = adam_device_scalars(step_constants(lr, steps_ + 1));
+    return {c.begin(), c.end()};
+  }
+
+  void step_from_device(const ParameterTable& params, const Tensor& scalars) override {
+    check_scalars("adam", params, scalars, kAdamDeviceScalars);
+    ++steps_;
+    FrozenSegments frozen(params, {m_, v_});
+    // step_constants supplies the fixed fields only; lr and the bias corrections come from `scalars`.
+    backend_for(params.device())
+        .adam_update_device(params.flat_values(), params.flat_grads(), m_, v_, step_constants(0.0, 1), scalars);
     frozen.restore();
     params.flat_values().storage()->bump_version();
   }
@@ -81,6 +97,20 @@ class Adam final : public Optimizer {
   }
 
  private:
+  // The constants of update number `step` (1-based) at learning rate lr.
+  AdamStep step_constants(double lr, std::int64_t step) const {
+    AdamStep s;
+    s.lr = lr;
+    s.beta1 = config_.beta1;
+    s.beta2 = config_.beta2;
+    s.eps = config_.eps;
+    s.weight_decay = config_.weight_decay;
+    s.decoupled_weight_decay = config_.decoupled_weight_decay;
+    s.bias_correction1 = 1.0 - std::pow(config_.beta1, static_cast<double>(step));
+    s.bias_correction2 = 1.0 - std::pow(config_.beta2, static_cast<double>(step));
+    return s;
+  }
+
   AdamConfig config_;
   Tensor m_, v_;
 };
@@ -92,6 +122,19 @@ class Sgd final : public Optimizer {
   }
 
   const char* name() const override { return "sgd"; }
+
+  std::vector<double> device_scalars(double lr) const override { return {lr, steps_ == 0 ? 1.0 : 0.0}; }
+
+  void step_from_device(const ParameterTable& params, const Tensor& scalars) override {
+    check_scalars("sgd", params, scalars, kSgdDeviceScalars);
+    FrozenSegments frozen(params, {buf_});
+    backend_for(params.device())
+        .sgd_update_device(params.flat_values(), params.flat_grads(), buf_, scalars, config_.momentum,
+                           config_.weight_decay);
+    frozen.restore();
+    params.flat_values().storage()->bump_version();
+    ++steps_;
+  }
 
   void step(const ParameterTable& params, double lr) override {
     FrozenSegments frozen(params, {buf_});

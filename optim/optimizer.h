@@ -1,10 +1,16 @@
 // Optimizers over a ParameterTable's flat buffers: each update is one kernel over all parameters.
 // State (moment buffers, step count) is exposed as named tensors for checkpoints.
+//
+// Two ways to take a step: step(params, lr) passes the step's values (lr, Adam's bias corrections) as
+// kernel arguments; the sync-free path (--cuda-graph) writes them to a small device tensor first
+// (device_scalars) and step_from_device reads them there, so one captured launch serves every step.
+// Both give bit-identical parameters.
 #pragma once
 
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "engine/parameters.h"
 
@@ -17,6 +23,17 @@ class Optimizer {
   // One update of every parameter from its .grad (the table's flat gradient buffer), at learning rate lr.
   virtual void step(const ParameterTable& params, double lr) = 0;
   std::int64_t steps_taken() const { return steps_; }
+
+  // ---- sync-free steps ----
+  // The values the next update at learning rate lr reads from its scalars tensor, in double (the
+  // caller rounds them to the parameters' dtype and uploads them before the step): Adam's
+  // adam_device_scalars (engine/backend.h) for step steps_taken() + 1, SGD's (lr, first step).
+  virtual std::vector<double> device_scalars(double lr) const = 0;
+  // One update reading those values from `scalars` (a device tensor of the parameters' dtype with
+  // device_scalars().size() elements) instead of kernel arguments; counts the step like step().
+  virtual void step_from_device(const ParameterTable& params, const Tensor& scalars) = 0;
+  // The host half of step_from_device alone, for a step whose device work a graph replay did.
+  void count_replayed_step() { ++steps_; }
 
   // Checkpoint state: named flat buffers plus the step count.
   virtual std::map<std::string, Tensor> state() const = 0;

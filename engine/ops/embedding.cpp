@@ -32,10 +32,12 @@ Tensor embedding(const Tensor& ids, const Tensor& weight) {
   TG_CHECK(weight.dim() == 2, "embedding: weight must be [V, C], got {}", weight.str());
   const std::int64_t vocab = weight.size(0), c = weight.size(1), n = ids.numel();
   const Tensor idc = ids.contiguous();
-  const std::vector<std::int32_t> host_ids = idc.to_vector<std::int32_t>();
-  for (std::size_t i = 0; i < host_ids.size(); ++i) {
-    TG_CHECK(host_ids[i] >= 0 && host_ids[i] < vocab, "embedding: id {} at position {} is outside the vocabulary [0, {})",
-             host_ids[i], i, vocab);
+  if (!ids_checked_on_host()) {
+    const std::vector<std::int32_t> host_ids = idc.to_vector<std::int32_t>();
+    for (std::size_t i = 0; i < host_ids.size(); ++i) {
+      TG_CHECK(host_ids[i] >= 0 && host_ids[i] < vocab,
+               "embedding: id {} at position {} is outside the vocabulary [0, {})", host_ids[i], i, vocab);
+    }
   }
   Shape out_shape = ids.shape();
   out_shape.push_back(c);

@@ -1,4 +1,4 @@
-// Reductions (CUB on the GPU), their broadcasting inverse `expand`, and argmax.
+// Reductions (CUB on the GPU), their broadcasting inverse `expand`, argmax and count_equal.
 // Every sum runs in a fixed order, so results are bit-identical run to run.
 #include "engine/ops.h"
 #include "engine/ops/op_checks.h"
@@ -124,6 +124,20 @@ Tensor argmax(const Tensor& x) {
     backend_of(x).argmax_lastdim(xc.as_strided({rows, x.size(-1)}, {x.size(-1), 1}, xc.offset()),
                                  out.as_strided({rows}, {1}, 0));
   }
+  return out;
+}
+
+Tensor count_equal(const Tensor& a, const Tensor& b, DType dtype) {
+  check_ids("count_equal", a, "a");
+  check_ids("count_equal", b, "b");
+  check_same("count_equal", {{&a, "a"}, {&b, "b"}});
+  TG_CHECK(a.shape() == b.shape(), "count_equal: a {} and b {} differ in shape", a.str(), b.str());
+  TG_CHECK(is_floating(dtype), "count_equal: the count's dtype must be floating, got {}", dtype_name(dtype));
+  TG_CHECK(a.numel() < (std::int64_t{1} << 24), "count_equal: {} positions exceed float's exact integers", a.numel());
+  Tensor out = Tensor::empty({}, dtype, a.device());
+  const Tensor ac = a.contiguous(), bc = b.contiguous();
+  backend_of(a).count_equal(ac.as_strided({a.numel()}, {1}, ac.offset()), bc.as_strided({b.numel()}, {1}, bc.offset()),
+                            out);
   return out;
 }
 

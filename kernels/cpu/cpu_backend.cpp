@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "engine/error.h"
 #include "engine/ops.h"  // Segment
@@ -57,6 +58,7 @@ class CpuBackend final : public Backend {
 
   void copy_from_host(void* dst, const void* src, std::size_t nbytes) override { std::memcpy(dst, src, nbytes); }
   void copy_to_host(void* dst, const void* src, std::size_t nbytes) override { std::memcpy(dst, src, nbytes); }
+  void copy_from_host_async(void* dst, const void* src, std::size_t nbytes) override { std::memcpy(dst, src, nbytes); }
   void fill_bytes(void* dst, unsigned char byte, std::size_t nbytes) override { std::memset(dst, byte, nbytes); }
 
   void fill(const Tensor& out, double value) override {
@@ -144,6 +146,13 @@ class CpuBackend final : public Backend {
     });
   }
 
+  void count_equal(const Tensor& a, const Tensor& b, const Tensor& out) override {
+    dispatch_floating(out.dtype(), "count_equal", [&](auto t) {
+      using T = decltype(t);
+      cpu::count_equal(ptr<std::int32_t>(a), ptr<std::int32_t>(b), ptr<T>(out), a.numel());
+    });
+  }
+
   void adam_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
                    const AdamStep& step) override {
     dispatch_floating(param.dtype(), "adam_update", [&](auto t) {
@@ -158,6 +167,24 @@ class CpuBackend final : public Backend {
       using T = decltype(t);
       cpu::sgd_update(ptr<T>(param), ptr<T>(grad), buf.defined() ? ptr<T>(buf) : nullptr, param.numel(),
                       static_cast<T>(lr), static_cast<T>(momentum), static_cast<T>(weight_decay), first_step);
+    });
+  }
+
+  void adam_update_device(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                          const AdamStep& fixed, const Tensor& scalars) override {
+    dispatch_floating(param.dtype(), "adam_update_device", [&](auto t) {
+      using T = decltype(t);
+      cpu::adam_update_device(ptr<T>(param), ptr<T>(grad), ptr<T>(m), ptr<T>(v), param.numel(), fixed,
+                              ptr<const T>(scalars));
+    });
+  }
+
+  void sgd_update_device(const Tensor& param, const Tensor& grad, const Tensor& buf, const Tensor& scalars,
+                         double momentum, double weight_decay) override {
+    dispatch_floating(param.dtype(), "sgd_update_device", [&](auto t) {
+      using T = decltype(t);
+      cpu::sgd_update_device(ptr<T>(param), ptr<T>(grad), buf.defined() ? ptr<T>(buf) : nullptr, param.numel(),
+                             ptr<const T>(scalars), static_cast<T>(momentum), static_cast<T>(weight_decay));
     });
   }
 
@@ -308,7 +335,18 @@ class CpuBackend final : public Backend {
     });
   }
 
+  // CUDA graphs: the CPU runs every step eagerly (a sync-free step needs no graph here).
+  void begin_capture() override { throw Error(no_graphs()); }
+  std::uint64_t end_capture() override { throw Error(no_graphs()); }
+  void abort_capture() noexcept override {}
+  void launch_graph(std::uint64_t) override { throw Error(no_graphs()); }
+  void destroy_graph(std::uint64_t) override {}
+
  private:
+  static std::string no_graphs() {
+    return "graph capture needs a CUDA device (the CPU backend runs every op eagerly; use --device cuda)";
+  }
+
   CachingAllocator allocator_{"cpu", raw_alloc, raw_free};
 };
 

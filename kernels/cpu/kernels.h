@@ -45,11 +45,18 @@ void reduce_dim(ReduceOp op, const T* x, T* out, std::int64_t outer, std::int64_
 template <class T> void reduce_all(ReduceOp op, const T* x, T* out, std::int64_t n);
 // x: [rows, n] -> out: [rows]
 template <class T> void argmax_lastdim(const T* x, std::int32_t* out, std::int64_t rows, std::int64_t n);
+// a, b: [n] -> out[0] = the number of i with a[i] == b[i]
+template <class T> void count_equal(const std::int32_t* a, const std::int32_t* b, T* out, std::int64_t n);
 
 // ---- flat-buffer passes (optimizer.cpp) ----  all buffers [n]; offsets [segments + 1]
 template <class T> void adam_update(T* p, const T* g, T* m, T* v, std::int64_t n, const AdamStep& step);
 template <class T>
 void sgd_update(T* p, const T* g, T* buf, std::int64_t n, T lr, T momentum, T weight_decay, bool first_step);
+// The same with the step's values read from `scalars` (Backend::adam_update_device / sgd_update_device).
+template <class T>
+void adam_update_device(T* p, const T* g, T* m, T* v, std::int64_t n, const AdamStep& fixed, const T* scalars);
+template <class T>
+void sgd_update_device(T* p, const T* g, T* buf, std::int64_t n, const T* scalars, T momentum, T weight_decay);
 template <class T> void clip_by_norm(T* x, std::int64_t n, T norm, T max_norm);
 template <class T>
 void segmented_reduce(ReduceOp op, const T* x, const std::int64_t* offsets, std::int64_t segments, T* out);

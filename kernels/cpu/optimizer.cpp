@@ -6,12 +6,14 @@
 
 namespace tg::cpu {
 
+namespace {
+
+// The Adam loop on the step's derived constants (adam_device_scalars, rounded to T), which both entry
+// points pass: the host-scalar one computes them, the device-scalar one reads them.
 template <class T>
-void adam_update(T* p, const T* g, T* m, T* v, std::int64_t n, const AdamStep& s) {
+void adam_loop(T* p, const T* g, T* m, T* v, std::int64_t n, const AdamStep& s, T step_size, T sqrt_bc2, T decay) {
   const T b1 = static_cast<T>(s.beta1), b2 = static_cast<T>(s.beta2), wd = static_cast<T>(s.weight_decay);
-  const T step_size = static_cast<T>(s.lr / s.bias_correction1);
-  const T sqrt_bc2 = static_cast<T>(std::sqrt(s.bias_correction2));
-  const T eps = static_cast<T>(s.eps), decay = static_cast<T>(1.0 - s.lr * s.weight_decay);
+  const T eps = static_cast<T>(s.eps);
   for (std::int64_t i = 0; i < n; ++i) {
     T grad = g[i];
     if (s.decoupled_weight_decay) {
@@ -25,6 +27,19 @@ void adam_update(T* p, const T* g, T* m, T* v, std::int64_t n, const AdamStep& s
   }
 }
 
+}  // namespace
+
+template <class T>
+void adam_update(T* p, const T* g, T* m, T* v, std::int64_t n, const AdamStep& s) {
+  const auto c = adam_device_scalars(s);
+  adam_loop(p, g, m, v, n, s, static_cast<T>(c[0]), static_cast<T>(c[1]), static_cast<T>(c[2]));
+}
+
+template <class T>
+void adam_update_device(T* p, const T* g, T* m, T* v, std::int64_t n, const AdamStep& fixed, const T* scalars) {
+  adam_loop(p, g, m, v, n, fixed, scalars[0], scalars[1], scalars[2]);
+}
+
 template <class T>
 void sgd_update(T* p, const T* g, T* buf, std::int64_t n, T lr, T momentum, T weight_decay, bool first_step) {
   for (std::int64_t i = 0; i < n; ++i) {
@@ -36,6 +51,11 @@ void sgd_update(T* p, const T* g, T* buf, std::int64_t n, T lr, T momentum, T we
       p[i] -= lr * grad;
     }
   }
+}
+
+template <class T>
+void sgd_update_device(T* p, const T* g, T* buf, std::int64_t n, const T* scalars, T momentum, T weight_decay) {
+  sgd_update(p, g, buf, n, scalars[0], momentum, weight_decay, scalars[1] != T(0));
 }
 
 template <class T>
@@ -60,6 +80,8 @@ void segmented_scale(T* x, const std::int64_t* offsets, std::int64_t segments, c
 #define TG_INSTANTIATE(T)                                                                                     \
   template void adam_update<T>(T*, const T*, T*, T*, std::int64_t, const AdamStep&);                          \
   template void sgd_update<T>(T*, const T*, T*, std::int64_t, T, T, T, bool);                                 \
+  template void adam_update_device<T>(T*, const T*, T*, T*, std::int64_t, const AdamStep&, const T*);          \
+  template void sgd_update_device<T>(T*, const T*, T*, std::int64_t, const T*, T, T);                          \
   template void clip_by_norm<T>(T*, std::int64_t, T, T);                                                      \
   template void segmented_reduce<T>(ReduceOp, const T*, const std::int64_t*, std::int64_t, T*);               \
   template void segmented_scale<T>(T*, const std::int64_t*, std::int64_t, const T*);

@@ -61,10 +61,18 @@ void argmax_lastdim(const T* x, std::int32_t* out, std::int64_t rows, std::int64
   }
 }
 
+template <class T>
+void count_equal(const std::int32_t* a, const std::int32_t* b, T* out, std::int64_t n) {
+  std::int64_t equal = 0;
+  for (std::int64_t i = 0; i < n; ++i) equal += a[i] == b[i];
+  out[0] = static_cast<T>(equal);
+}
+
 #define TG_INSTANTIATE(T)                                                                      \
   template void reduce_dim<T>(ReduceOp, const T*, T*, std::int64_t, std::int64_t, std::int64_t); \
   template void reduce_all<T>(ReduceOp, const T*, T*, std::int64_t);                           \
-  template void argmax_lastdim<T>(const T*, std::int32_t*, std::int64_t, std::int64_t);
+  template void argmax_lastdim<T>(const T*, std::int32_t*, std::int64_t, std::int64_t);           \
+  template void count_equal<T>(const std::int32_t*, const std::int32_t*, T*, std::int64_t);
 TG_INSTANTIATE(float)
 TG_INSTANTIATE(double)
 #undef TG_INSTANTIATE

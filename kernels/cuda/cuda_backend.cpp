@@ -5,6 +5,11 @@
 // One non-blocking stream per GPU carries every kernel, copy and cuBLAS call, so stream order makes
 // it safe for the caching allocator to hand a block freed on the host to the next kernel. Scratch
 // buffers (CUB temporaries, two-stage reduction partials) come from the same allocator.
+//
+// CUDA graphs (begin_capture ... end_capture, kernels/cuda/cuda_graph.h): while the stream is being
+// captured every allocation, scratch included, comes from the graph's capture pool (engine/allocator.h),
+// cuBLAS works in a fixed workspace set at creation (so it never allocates during a capture), and the
+// calls that wait for the device refuse to run with an error naming them.
 #include "kernels/cuda/cuda_backend.h"
 
 #include <cublas_v2.h>
@@ -23,7 +28,9 @@
 
 #include "engine/error.h"
 #include "engine/ops.h"  // Segment
+#include "kernels/cuda/cuda_graph.h"
 #include "kernels/cuda/cuda_runtime_query.h"
+#include "kernels/cuda/host_staging.h"
 #include "kernels/cuda/launch.cuh"
 
 namespace tg::cuda {
@@ -61,8 +68,22 @@ const char* cublas_status_name(cublasStatus_t status) { return cublasGetStatusNa
 // ---------------------------------------------------------------- raw device memory
 
 void* raw_alloc(std::size_t nbytes) {
+  // During a graph capture (thread-local mode) cudaMalloc counts as unsafe on this thread: it is not
+  // recorded in the graph. Here that is intended (the block joins the capture pool, which keeps it for
+  // the graph's lifetime), so this one call runs in relaxed mode.
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  cudaError_t swapped = cudaThreadExchangeStreamCaptureMode(&mode);
+  if (swapped != cudaSuccess) {
+    throw Error(fmt::format("cudaThreadExchangeStreamCaptureMode failed before a cudaMalloc of {} bytes: {}", nbytes,
+                            cuda_error_text(swapped)));
+  }
   void* ptr = nullptr;
   const cudaError_t err = cudaMalloc(&ptr, nbytes);
+  swapped = cudaThreadExchangeStreamCaptureMode(&mode);  // back to the thread's mode
+  if (swapped != cudaSuccess) {
+    throw Error(fmt::format("cudaThreadExchangeStreamCaptureMode failed after a cudaMalloc of {} bytes: {}", nbytes,
+                            cuda_error_text(swapped)));
+  }
   if (err == cudaErrorMemoryAllocation) {
     cudaGetLastError();  // clear it: the caching allocator frees its cache, retries, then reports
     return nullptr;
@@ -193,6 +214,15 @@ class CudaBackend final : public Backend {
     check_call(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
     check_cublas(cublasCreate(&cublas_), "cublasCreate", {});
     check_cublas(cublasSetStream(cublas_, stream_), "cublasSetStream", {});
+    // A fixed workspace, so cuBLAS never allocates while a graph is captured. Set after cublasSetStream,
+    // which resets the workspace to cuBLAS's own pool. Sizes: cuBLAS's recommendation (32 MiB on Hopper
+    // and later, 4 MiB before).
+    int major = 0;
+    check_call(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, index_),
+               "cudaDeviceGetAttribute(ComputeCapabilityMajor)");
+    const std::size_t workspace_bytes = major >= 9 ? std::size_t{32} << 20 : std::size_t{4} << 20;
+    check_call(cudaMalloc(&cublas_workspace_, workspace_bytes), "cudaMalloc (cuBLAS workspace)");
+    check_cublas(cublasSetWorkspace(cublas_, cublas_workspace_, workspace_bytes), "cublasSetWorkspace", {});
     // Plain FP32 arithmetic (no TF32), so products stay within float rounding of the float64 reference.
     check_cublas(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode", {});
   }
@@ -206,6 +236,7 @@ class CudaBackend final : public Backend {
   }
 
   void synchronize() override {
+    refuse_during_capture("synchronize");
     activate();
     check_call(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
   }
@@ -214,13 +245,23 @@ class CudaBackend final : public Backend {
 
   void copy_from_host(void* dst, const void* src, std::size_t nbytes) override {
     if (nbytes == 0) return;
+    refuse_during_capture("copy_from_host");
     activate();
     check_copy(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, stream_), "copy_from_host", nbytes);
     check_copy(cudaStreamSynchronize(stream_), "copy_from_host", nbytes);
   }
 
+  void copy_from_host_async(void* dst, const void* src, std::size_t nbytes) override {
+    if (nbytes == 0) return;
+    refuse_during_capture("copy_from_host_async");
+    activate();
+    const char* call = "";
+    check_copy(staging_.upload(dst, src, nbytes, stream_, call), call, nbytes);
+  }
+
   void copy_to_host(void* dst, const void* src, std::size_t nbytes) override {
     if (nbytes == 0) return;
+    refuse_during_capture("copy_to_host (a read of device values on the host)");
     activate();
     check_copy(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, stream_), "copy_to_host", nbytes);
     check_copy(cudaStreamSynchronize(stream_), "copy_to_host", nbytes);
@@ -356,24 +397,54 @@ class CudaBackend final : public Backend {
                  "argmax", args);
   }
 
+  void count_equal(const Tensor& a, const Tensor& b, const Tensor& out) override {
+    const Args args = {{"a", a, Want::i32}, {"b", b, Want::i32}, {"out", out}};
+    prepare("count_equal", args);
+    TG_CHECK(a.numel() == b.numel() && out.numel() == 1, "cuda kernel count_equal: {}", describe(args));
+    check_kernel(launch_count_equal(ptr<const std::int32_t>(a), ptr<const std::int32_t>(b), ptr<float>(out),
+                                    a.numel(), stream_),
+                 "count_equal", args);
+  }
+
   // ---- flat-buffer passes
 
   void adam_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
                    const AdamStep& s) override {
     const Args args = {{"param", param}, {"grad", grad}, {"m", m}, {"v", v}};
     prepare("adam_update", args);
-    AdamConstants c{};
-    c.beta1 = static_cast<float>(s.beta1);
-    c.beta2 = static_cast<float>(s.beta2);
-    c.weight_decay = static_cast<float>(s.weight_decay);
-    c.step_size = static_cast<float>(s.lr / s.bias_correction1);
-    c.sqrt_bc2 = static_cast<float>(std::sqrt(s.bias_correction2));
-    c.eps = static_cast<float>(s.eps);
-    c.decay = static_cast<float>(1.0 - s.lr * s.weight_decay);
-    c.decoupled = s.decoupled_weight_decay;
     check_kernel(launch_adam_update(ptr<float>(param), ptr<const float>(grad), ptr<float>(m), ptr<float>(v),
-                                    param.numel(), c, stream_),
+                                    param.numel(), adam_constants(s), stream_),
                  "adam_update", args);
+  }
+
+  void adam_update_device(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                          const AdamStep& fixed, const Tensor& scalars) override {
+    const Args args = {{"param", param}, {"grad", grad}, {"m", m}, {"v", v}, {"scalars", scalars}};
+    prepare("adam_update_device", args);
+    TG_CHECK(scalars.numel() == kAdamDeviceScalars,
+             "cuda kernel adam_update_device: scalars must hold {} values, got {}", kAdamDeviceScalars, scalars.str());
+    check_kernel(launch_adam_update_device(ptr<float>(param), ptr<const float>(grad), ptr<float>(m), ptr<float>(v),
+                                           param.numel(), adam_constants(fixed), ptr<const float>(scalars), stream_),
+                 "adam_update_device", args);
+  }
+
+  void sgd_update_device(const Tensor& param, const Tensor& grad, const Tensor& buf, const Tensor& scalars,
+                         double momentum, double weight_decay) override {
+    const Args args = {{"param", param}, {"grad", grad}, {"scalars", scalars}};
+    prepare("sgd_update_device", args);
+    TG_CHECK(scalars.numel() == kSgdDeviceScalars, "cuda kernel sgd_update_device: scalars must hold {} values, got {}",
+             kSgdDeviceScalars, scalars.str());
+    float* buf_ptr = nullptr;
+    if (buf.defined()) {
+      prepare("sgd_update_device", {{"momentum_buffer", buf}});
+      buf_ptr = ptr<float>(buf);
+    }
+    TG_CHECK(momentum == 0.0 || buf_ptr != nullptr,
+             "cuda kernel sgd_update_device: momentum {} needs a momentum buffer", momentum);
+    check_kernel(launch_sgd_update_device(ptr<float>(param), ptr<const float>(grad), buf_ptr, param.numel(),
+                                          ptr<const float>(scalars), static_cast<float>(momentum),
+                                          static_cast<float>(weight_decay), stream_),
+                 "sgd_update_device", args);
   }
 
   void sgd_update(const Tensor& param, const Tensor& grad, const Tensor& buf, double lr, double momentum,
@@ -597,7 +668,91 @@ class CudaBackend final : public Backend {
                  "grokfast_ma", args);
   }
 
+  // ---- CUDA graphs
+
+  void begin_capture() override {
+    TG_CHECK(!capturing_, "cuda {}: a graph capture is already running (one at a time)", name_);
+    activate();
+    capture_pool_ = allocator_.begin_pool();
+    const char* call = "";
+    const cudaError_t err = graphs_.begin(stream_, call);
+    if (err != cudaSuccess) {
+      allocator_.release_pool(capture_pool_);
+      capture_pool_ = 0;
+      check_call(err, call);
+    }
+    capturing_ = true;
+  }
+
+  std::uint64_t end_capture() override {
+    TG_CHECK(capturing_, "cuda {}: end_capture without begin_capture", name_);
+    capturing_ = false;
+    allocator_.end_pool();
+    std::uint64_t id = 0;
+    const char* call = "";
+    const cudaError_t err = graphs_.end(stream_, id, call);
+    if (err != cudaSuccess) {
+      allocator_.release_pool(capture_pool_);
+      capture_pool_ = 0;
+      check_call(err, call);
+    }
+    graph_pools_[id] = capture_pool_;
+    capture_pool_ = 0;
+    return id;
+  }
+
+  void abort_capture() noexcept override {
+    if (!capturing_) return;
+    capturing_ = false;
+    graphs_.abort(stream_);
+    allocator_.release_pool(capture_pool_);  // no graph will use it
+    capture_pool_ = 0;
+  }
+
+  void launch_graph(std::uint64_t graph) override {
+    refuse_during_capture("launch_graph");
+    TG_CHECK(graphs_.contains(graph), "cuda {}: no CUDA graph with id {}", name_, graph);
+    activate();
+    const char* call = "";
+    check_call(graphs_.launch(graph, stream_, call), call);
+  }
+
+  void destroy_graph(std::uint64_t graph) override {
+    if (!graphs_.contains(graph)) return;
+    refuse_during_capture("destroy_graph");
+    activate();
+    // A launch may still run: the pool's blocks go back to the cache only after it has finished.
+    check_call(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (before cudaGraphExecDestroy)");
+    const char* call = "";
+    check_call(graphs_.destroy(graph, call), call);
+    allocator_.release_pool(graph_pools_.at(graph));
+    graph_pools_.erase(graph);
+  }
+
  private:
+  // The kernels' constants of one Adam step (adam_device_scalars rounded to float, as on the CPU).
+  static AdamConstants adam_constants(const AdamStep& s) {
+    const auto derived = adam_device_scalars(s);
+    AdamConstants c{};
+    c.beta1 = static_cast<float>(s.beta1);
+    c.beta2 = static_cast<float>(s.beta2);
+    c.weight_decay = static_cast<float>(s.weight_decay);
+    c.step_size = static_cast<float>(derived[0]);
+    c.sqrt_bc2 = static_cast<float>(derived[1]);
+    c.eps = static_cast<float>(s.eps);
+    c.decay = static_cast<float>(derived[2]);
+    c.decoupled = s.decoupled_weight_decay;
+    return c;
+  }
+
+  // Calls that wait for the device would invalidate a capture (and could never be replayed).
+  void refuse_during_capture(const char* op) const {
+    TG_CHECK(!capturing_,
+             "cuda {} on {}: not allowed while a CUDA graph is being captured (it waits for the device); the "
+             "captured step must keep its values on the device and do host transfers before or after the capture",
+             op, name_);
+  }
+
   // The amplifier's weights [W0, b0, ..., Wk, bk] (checked by the op layer) as the kernels' AmpMlp.
   AmpMlp amp_mlp(const char* op, const std::vector<Tensor>& weights) {
     const auto layers = static_cast<std::int64_t>(weights.size() / 2);
@@ -725,6 +880,12 @@ class CudaBackend final : public Backend {
   int amp_smem_limit_ = 48 * 1024;  // dynamic shared memory the amplifier kernels may use (configure_amplifier_kernels)
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
+  void* cublas_workspace_ = nullptr;  // cuBLAS's fixed workspace (never freed, like the handle)
+  HostStaging staging_;               // pinned slots of copy_from_host_async
+  GraphSet graphs_;
+  bool capturing_ = false;
+  CachingAllocator::PoolId capture_pool_ = 0;                          // the pool of the running capture
+  std::map<std::uint64_t, CachingAllocator::PoolId> graph_pools_;     // graph id -> its capture pool
 };
 
 }  // namespace

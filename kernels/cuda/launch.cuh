@@ -90,6 +90,9 @@ cudaError_t launch_reduce_all(ReduceCode op, const float* x, float* out, std::in
 // x: [rows, n] -> out: i32 [rows], index of the first maximum (NaNs skipped, as the CPU's scan).
 cudaError_t launch_argmax_lastdim(const float* x, std::int32_t* out, std::int64_t rows, std::int64_t n,
                                   cudaStream_t stream);
+// a, b: i32 [n] -> out: [1], the number of positions where they agree (an exact integer count).
+cudaError_t launch_count_equal(const std::int32_t* a, const std::int32_t* b, float* out, std::int64_t n,
+                               cudaStream_t stream);
 
 // ---------------------------------------------------------------- optimizer.cu (flat buffers [n])
 struct AdamConstants {
@@ -98,9 +101,16 @@ struct AdamConstants {
 };
 cudaError_t launch_adam_update(float* p, const float* g, float* m, float* v, std::int64_t n, const AdamConstants& c,
                                cudaStream_t stream);
+// The same update with step_size, sqrt_bc2 and decay read from `scalars` ([3] on the device, in that
+// order; c's fields of those names are not used), so a captured graph serves every step.
+cudaError_t launch_adam_update_device(float* p, const float* g, float* m, float* v, std::int64_t n,
+                                      const AdamConstants& c, const float* scalars, cudaStream_t stream);
 // buf may be null when momentum == 0.
 cudaError_t launch_sgd_update(float* p, const float* g, float* buf, std::int64_t n, float lr, float momentum,
                               float weight_decay, bool first_step, cudaStream_t stream);
+// The same with lr and the first-step flag read from `scalars` ([2] on the device: lr, first != 0).
+cudaError_t launch_sgd_update_device(float* p, const float* g, float* buf, std::int64_t n, const float* scalars,
+                                     float momentum, float weight_decay, cudaStream_t stream);
 // x *= min(1, max_norm / (norm[0] + 1e-6)); norm: one element on the device.
 cudaError_t launch_clip_by_norm(float* x, std::int64_t n, const float* norm, float max_norm, cudaStream_t stream);
 // out[s] = the sum (of x, x^2 or -|x| ln|x|) over x[offsets[s] : offsets[s+1]]; offsets on the host [segments + 1].

@@ -1,5 +1,6 @@
 // Optimizer and clipping passes over flat parameter buffers (the arithmetic of
-// kernels/cpu/optimizer.cpp, i.e. PyTorch's single-tensor Adam/AdamW/SGD), and per-segment
+// kernels/cpu/optimizer.cpp, i.e. PyTorch's single-tensor Adam/AdamW/SGD; each with its step's values
+// as kernel arguments or, for a captured graph, read from a small device buffer), and per-segment
 // reductions and scalings of a flat buffer (one segment per parameter tensor).
 //
 // Elementwise passes: one thread per element in grid-stride loops. Segmented reduce: one 1024-thread
@@ -21,14 +22,20 @@ struct SegmentBatch {
   int count;
 };
 
-// p, g, m, v: [n]
-__global__ void adam_kernel(float* p, const float* g, float* m, float* v, std::int64_t n, AdamConstants c) {
+// p, g, m, v: [n]. kDeviceScalars: step_size, sqrt_bc2 and decay come from scalars [3] (written on
+// the device before the step) instead of c; the arithmetic is the same either way.
+template <bool kDeviceScalars>
+__global__ void adam_kernel(float* p, const float* g, float* m, float* v, std::int64_t n, AdamConstants c,
+                            const float* scalars) {
+  const float step_size = kDeviceScalars ? scalars[0] : c.step_size;
+  const float sqrt_bc2 = kDeviceScalars ? scalars[1] : c.sqrt_bc2;
+  const float decay = kDeviceScalars ? scalars[2] : c.decay;
   for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n;
        i += std::int64_t(gridDim.x) * blockDim.x) {
     float grad = g[i];
     float param = p[i];
     if (c.decoupled) {
-      param *= c.decay;
+      param *= decay;
     } else {
       grad += c.weight_decay * param;
     }
@@ -36,13 +43,19 @@ __global__ void adam_kernel(float* p, const float* g, float* m, float* v, std::i
     const float vi = c.beta2 * v[i] + (1.f - c.beta2) * grad * grad;
     m[i] = mi;
     v[i] = vi;
-    p[i] = param - c.step_size * mi / (sqrtf(vi) / c.sqrt_bc2 + c.eps);
+    p[i] = param - step_size * mi / (sqrtf(vi) / sqrt_bc2 + c.eps);
   }
 }
 
-// p, g, buf: [n]; buf unused (may be null) when momentum == 0
+// p, g, buf: [n]; buf unused (may be null) when momentum == 0. kDeviceScalars: lr and first_step come
+// from scalars [2] = (lr, first != 0).
+template <bool kDeviceScalars>
 __global__ void sgd_kernel(float* p, const float* g, float* buf, std::int64_t n, float lr, float momentum,
-                           float weight_decay, bool first_step) {
+                           float weight_decay, bool first_step, const float* scalars) {
+  if (kDeviceScalars) {
+    lr = scalars[0];
+    first_step = scalars[1] != 0.f;
+  }
   for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n;
        i += std::int64_t(gridDim.x) * blockDim.x) {
     const float grad = g[i] + weight_decay * p[i];
@@ -102,7 +115,15 @@ SegmentBatch make_batch(const std::int64_t* host_offsets, std::int64_t first, st
 cudaError_t launch_adam_update(float* p, const float* g, float* m, float* v, std::int64_t n, const AdamConstants& c,
                                cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;
-  adam_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(p, g, m, v, n, c);
+  adam_kernel<false><<<grid_for(n, kThreads), kThreads, 0, stream>>>(p, g, m, v, n, c, nullptr);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_adam_update_device(float* p, const float* g, float* m, float* v, std::int64_t n,
+                                      const AdamConstants& c, const float* scalars, cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  if (scalars == nullptr) return cudaErrorInvalidValue;
+  adam_kernel<true><<<grid_for(n, kThreads), kThreads, 0, stream>>>(p, g, m, v, n, c, scalars);
   return cudaGetLastError();
 }
 
@@ -110,7 +131,17 @@ cudaError_t launch_sgd_update(float* p, const float* g, float* buf, std::int64_t
                               float weight_decay, bool first_step, cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;
   if (momentum != 0.f && buf == nullptr) return cudaErrorInvalidValue;
-  sgd_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(p, g, buf, n, lr, momentum, weight_decay, first_step);
+  sgd_kernel<false><<<grid_for(n, kThreads), kThreads, 0, stream>>>(p, g, buf, n, lr, momentum, weight_decay,
+                                                                     first_step, nullptr);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_sgd_update_device(float* p, const float* g, float* buf, std::int64_t n, const float* scalars,
+                                     float momentum, float weight_decay, cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  if ((momentum != 0.f && buf == nullptr) || scalars == nullptr) return cudaErrorInvalidValue;
+  sgd_kernel<true><<<grid_for(n, kThreads), kThreads, 0, stream>>>(p, g, buf, n, 0.f, momentum, weight_decay,
+                                                                    false, scalars);
   return cudaGetLastError();
 }
 

@@ -1,4 +1,5 @@
-// Reductions: along one dimension, over everything (CUB), and argmax along the last dimension.
+// Reductions: along one dimension, over everything (CUB), argmax along the last dimension, and the
+// count of equal ids (a training step's correct predictions, kept on the device).
 // All accumulate in double and combine partial sums in an order fixed by the shapes alone.
 #include <cub/device/device_reduce.cuh>
 
@@ -109,6 +110,18 @@ __global__ void argmax_kernel(const float* x, std::int32_t* out, std::int64_t ro
   }
 }
 
+// out[0] = #{i : a[i] == b[i]}; one block, strided per-thread counts, fixed block reduction (exact in
+// integers, so the order would not matter anyway).
+constexpr int kCountThreads = 1024;
+__global__ void __launch_bounds__(kCountThreads) count_equal_kernel(const std::int32_t* a, const std::int32_t* b,
+                                                                    float* out, std::int64_t n) {
+  __shared__ long long scratch[kWarp];
+  long long equal = 0;
+  for (std::int64_t i = threadIdx.x; i < n; i += blockDim.x) equal += a[i] == b[i];
+  equal = block_reduce(equal, SumOp{}, scratch);
+  if (threadIdx.x == 0) out[0] = static_cast<float>(equal);
+}
+
 }  // namespace
 
 cudaError_t launch_reduce_dim(ReduceCode op, const float* x, float* out, std::int64_t outer, std::int64_t reduce,
@@ -174,6 +187,13 @@ cudaError_t launch_argmax_lastdim(const float* x, std::int32_t* out, std::int64_
   if (rows <= 0 || n <= 0) return cudaSuccess;
   constexpr int kThreads = 256;
   argmax_kernel<<<grid_for(rows, kThreads / kWarp), kThreads, 0, stream>>>(x, out, rows, n);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_count_equal(const std::int32_t* a, const std::int32_t* b, float* out, std::int64_t n,
+                               cudaStream_t stream) {
+  if (n <= 0) return cudaMemsetAsync(out, 0, sizeof(float), stream);  // no positions: 0.0f
+  count_equal_kernel<<<1, kCountThreads, 0, stream>>>(a, b, out, n);
   return cudaGetLastError();
 }
 
