@@ -7,6 +7,7 @@ usage: reproduce_table1.py [--tasks a+b,a-b,a*b,a*a-b,a*c+b*d-e]
                            [--methods standard,grokfast-ma,grokfast-ema,neuralgrok,neuralgrok-unrolled]
                            [--budget 10000] [--device auto] [--seed 0] [--runs runs/table1]
                            [--out docs/results] [--binary build/tapegrok] [--stop-at 0.95] [--dry-run]
+                           [--report-only]
 
 Writes OUT/table1.md (steps to 95% beside the paper's numbers, with wall times) and one figure per task
 (OUT/table1_<task>.png: test accuracy and AGE of every method against steps)."""
@@ -52,6 +53,9 @@ def run_one(args, task, method):
     summary = os.path.join(run_dir, "summary.json")
     if os.path.exists(summary):
         print(f"[done]    {task:10s} {method}")
+        return run_dir
+    if args.report_only:
+        print(f"[missing] {task:10s} {method} (not run: --report-only)")
         return run_dir
     cmd = [args.binary, "train", "--task", task, "--seed", str(args.seed), "--device", args.device, "--steps",
            str(args.budget), "--stop-at-test-acc", str(args.stop_at), "--checkpoint-every", "500", "--run-dir",
@@ -99,6 +103,7 @@ def main():
     p.add_argument("--binary", default="build/tapegrok")
     p.add_argument("--stop-at", type=float, default=0.95)
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--report-only", action="store_true", help="start no run; tabulate and plot the finished ones")
     args = p.parse_args()
     tasks = [t for t in args.tasks.split(",") if t]
     methods = [m for m in args.methods.split(",") if m]
@@ -125,7 +130,8 @@ def main():
         lines.append(f"| {t} | " + " | ".join(row) + " |")
     table = "\n".join(lines) + "\n"
     with open(os.path.join(args.out, "table1.md"), "w") as f:
-        f.write("Steps to 95% test accuracy, ours (paper); '> N': not reached within the N steps run.\n\n" + table)
+        f.write("Steps to 95% test accuracy, ours (paper); '> N': not reached within the N steps run; '—': not run.\n"
+                "Written by experiments/reproduce_table1.py; the analysis is in neuralgrok.md.\n\n" + table)
     print(table)
 
     plot = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plot.py")
