@@ -16,6 +16,7 @@
 #include "models/fnn.h"
 #include "models/token_embedding.h"
 #include "models/transformer.h"
+#include "run_support.h"
 #include "support.h"
 
 using namespace tg;
@@ -24,13 +25,6 @@ using Catch::Matchers::ContainsSubstring;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string temp_dir(const std::string& name) {
-  const fs::path p = fs::temp_directory_path() / ("tapegrok_gt_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
 
 TensorList detached(const ParameterTable& t) {
   TensorList out;
@@ -289,7 +283,7 @@ TEST_CASE("make_model builds the configured model", "[groktransfer]") {
 
 TEST_CASE("load_weights: all, selected and renamed tensors; every mismatch is an error that changes nothing",
           "[groktransfer][weights]") {
-  const std::string dir = temp_dir("load_weights");
+  const std::string dir = fresh_temp_dir("load_weights");
   FnnConfig c;
   c.vocab = 11;
   c.bias = true;
@@ -348,7 +342,7 @@ TEST_CASE("load_weights: all, selected and renamed tensors; every mismatch is an
 
 TEST_CASE("transfer: A is the weak embedding exactly, B is drawn at the init scale, seeded",
           "[groktransfer][transfer]") {
-  const std::string dir = temp_dir("transfer");
+  const std::string dir = fresh_temp_dir("transfer");
   const std::string weak_path = train_weak(dir + "/weak");
   const SafetensorsFile weak = load_safetensors(weak_path);
   const std::vector<double> e_w = values(weak.at("token_embeddings.weight"));
@@ -406,7 +400,7 @@ TEST_CASE("transfer: A is the weak embedding exactly, B is drawn at the init sca
 }
 
 TEST_CASE("transfer: every mismatch is a clear error naming the file and the tensor", "[groktransfer][transfer]") {
-  const std::string dir = temp_dir("transfer_errors");
+  const std::string dir = fresh_temp_dir("transfer_errors");
   const std::string weak_path = train_weak(dir + "/weak");
   auto fails = [&](TrainConfig c, const std::string& message) {
     CAPTURE(message);
@@ -477,7 +471,7 @@ TEST_CASE("transfer: every mismatch is a clear error naming the file and the ten
 // ---------------------------------------------------------------- freezing
 
 TEST_CASE("a frozen A stays bit-identical and its gradient zero under every optimizer", "[groktransfer][freeze]") {
-  const std::string dir = temp_dir("freeze");
+  const std::string dir = fresh_temp_dir("freeze");
   const std::string weak_path = train_weak(dir + "/weak");
   for (const char* optimizer : {"adamw", "adam", "sgd"}) {
     CAPTURE(optimizer);
@@ -542,7 +536,7 @@ TEST_CASE("freezing is a property of the table: the optimizer leaves frozen segm
 // ---------------------------------------------------------------- end to end
 
 TEST_CASE("end to end: a weak model, then a target from its embedding that generalises", "[groktransfer][e2e]") {
-  const std::string dir = temp_dir("e2e");
+  const std::string dir = fresh_temp_dir("e2e");
   TransferRun run;
   run.run_dir = dir;
   run.weak = weak_config("", 59);  // (a+b) mod 59, half the pairs for training

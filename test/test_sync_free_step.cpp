@@ -18,6 +18,7 @@
 #include "engine/error.h"
 #include "experiments/trainer.h"
 #include "optim/optimizer.h"
+#include "run_support.h"
 #include "support.h"
 
 using namespace tg;
@@ -30,23 +31,6 @@ namespace {
 // ---- a host "device" for the allocator: malloc that fails above 1 MiB (out of memory on demand)
 void* small_alloc(std::size_t nbytes) { return nbytes > (std::size_t{1} << 20) ? nullptr : std::malloc(nbytes); }
 void small_free(void* p) { std::free(p); }
-
-TrainConfig tiny(const std::string& run_dir) {
-  TrainConfig c;
-  c.task = "a+b";
-  c.modulus = 11;  // 55 training examples: batches of 16, 16, 16 and a partial 7 per epoch
-  c.width = 16;
-  c.heads = 2;
-  c.layers = 1;
-  c.batch_size = 16;
-  c.max_steps = 24;
-  c.eval_every = 8;
-  c.lr = 3e-3;
-  c.device = "cpu";
-  c.run_dir = run_dir;
-  c.progress = false;
-  return c;
-}
 
 // The gradient-method variants a sync-free run must reproduce.
 struct Variant {
@@ -63,7 +47,7 @@ const std::vector<Variant>& variants() {
 }
 
 TrainConfig configure(const std::string& run_dir, const Variant& v) {
-  TrainConfig c = tiny(run_dir);
+  TrainConfig c = tiny_run_config(run_dir);
   c.optimizer = v.optimizer;
   c.method = v.method;
   c.grokfast_window = 4;
@@ -78,18 +62,6 @@ TrainConfig configure(const std::string& run_dir, const Variant& v) {
     c.clip_grad_norm = 1.0;
   }
   return c;
-}
-
-std::string temp_dir(const std::string& name) {
-  const fs::path p = fs::temp_directory_path() / ("tapegrok_test_syncfree_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 // metrics.jsonl without the wall time: every other field must agree bit for bit (JSON prints doubles
@@ -259,7 +231,7 @@ TEST_CASE("device-scalar optimizer steps give the same bits as host-scalar steps
 }
 
 TEST_CASE("sync-free runs reproduce the normal runs bit for bit", "[graph][trainer][determinism]") {
-  const std::string dir = temp_dir("identical");
+  const std::string dir = fresh_temp_dir("identical");
   for (const Variant& v : variants()) {
     const std::string variant = v.name;
     CAPTURE(variant);
@@ -285,8 +257,8 @@ TEST_CASE("sync-free runs reproduce the normal runs bit for bit", "[graph][train
 }
 
 TEST_CASE("sync-free step statistics stay on the device until read, then match the normal steps", "[graph][trainer]") {
-  const std::string dir = temp_dir("stats");
-  TrainConfig normal = tiny(dir + "/normal");
+  const std::string dir = fresh_temp_dir("stats");
+  TrainConfig normal = tiny_run_config(dir + "/normal");
   normal.eval_every = 3;  // the ring holds 3 steps: 7 steps overflow it twice before the read
   TrainConfig sync_free = normal;
   sync_free.cuda_graph = true;
@@ -316,8 +288,8 @@ TEST_CASE("sync-free step statistics stay on the device until read, then match t
 }
 
 TEST_CASE("a diverging sync-free run names the step where the loss stopped being finite", "[graph][trainer][errors]") {
-  const std::string dir = temp_dir("diverge");
-  TrainConfig normal = tiny(dir + "/normal");
+  const std::string dir = fresh_temp_dir("diverge");
+  TrainConfig normal = tiny_run_config(dir + "/normal");
   normal.lr = 1e6;
   normal.optimizer = "sgd";
   normal.momentum = 0;
@@ -352,7 +324,7 @@ TEST_CASE("a diverging sync-free run names the step where the loss stopped being
 }
 
 TEST_CASE("sync-free runs resume from checkpoints bit for bit, also across modes", "[graph][trainer][checkpoint]") {
-  const std::string dir = temp_dir("resume");
+  const std::string dir = fresh_temp_dir("resume");
   for (const Variant& v : variants()) {
     if (v.name != "adam" && v.name != "grokfast-ema" && v.name != "neuralgrok-lookahead") continue;
     for (bool first_sync_free : {true, false}) {
@@ -386,8 +358,8 @@ TEST_CASE("sync-free runs resume from checkpoints bit for bit, also across modes
 }
 
 TEST_CASE("sync-free mode says what it does on this device, never silently", "[graph][trainer]") {
-  const std::string dir = temp_dir("notice");
-  TrainConfig c = tiny(dir);
+  const std::string dir = fresh_temp_dir("notice");
+  TrainConfig c = tiny_run_config(dir);
   CHECK(Trainer(c).sync_free_notice().empty());
   c.cuda_graph = true;
   CHECK_THAT(Trainer(c).sync_free_notice(), ContainsSubstring("CUDA graphs need a GPU"));
@@ -403,7 +375,7 @@ TEST_CASE("sync-free mode says what it does on this device, never silently", "[g
 
 TEST_CASE("on a GPU, replayed CUDA graphs reproduce the eager run bit for bit", "[graph][cuda]") {
   if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
-  const std::string dir = temp_dir("cuda");
+  const std::string dir = fresh_temp_dir("cuda");
   for (const Variant& v : variants()) {
     const std::string variant = v.name;
     CAPTURE(variant);

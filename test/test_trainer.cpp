@@ -10,6 +10,7 @@
 
 #include "engine/safetensors.h"
 #include "experiments/trainer.h"
+#include "run_support.h"
 #include "support.h"
 
 using namespace tg;
@@ -19,36 +20,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-TrainConfig tiny(const std::string& run_dir) {
-  TrainConfig c;
-  c.task = "a+b";
-  c.modulus = 11;
-  c.width = 16;
-  c.heads = 2;
-  c.layers = 1;
-  c.batch_size = 16;
-  c.max_steps = 24;
-  c.eval_every = 8;
-  c.lr = 3e-3;
-  c.device = "cpu";
-  c.run_dir = run_dir;
-  c.progress = false;
-  return c;
-}
-
-std::string temp_dir(const std::string& name) {
-  const fs::path p = fs::temp_directory_path() / ("tapegrok_test_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
-
 std::vector<double> flat(const Trainer& t) { return values(t.params().flat_values()); }
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 void write_file(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary) << bytes;
@@ -57,8 +29,8 @@ void write_file(const std::string& path, const std::string& bytes) {
 }  // namespace
 
 TEST_CASE("the same seed gives bit-identical runs; another seed does not", "[trainer][determinism]") {
-  const std::string dir = temp_dir("determinism");
-  Trainer a(tiny(dir + "/a")), b(tiny(dir + "/b"));
+  const std::string dir = fresh_temp_dir("determinism");
+  Trainer a(tiny_run_config(dir + "/a")), b(tiny_run_config(dir + "/b"));
   a.run();
   b.run();
   CHECK(flat(a) == flat(b));
@@ -75,7 +47,7 @@ TEST_CASE("the same seed gives bit-identical runs; another seed does not", "[tra
     return out;
   };
   CHECK(strip_time(read_file(dir + "/a/metrics.jsonl")) == strip_time(read_file(dir + "/b/metrics.jsonl")));
-  TrainConfig other = tiny(dir + "/c");
+  TrainConfig other = tiny_run_config(dir + "/c");
   other.seed = 1;
   Trainer c(other);
   c.run();
@@ -83,7 +55,7 @@ TEST_CASE("the same seed gives bit-identical runs; another seed does not", "[tra
 }
 
 TEST_CASE("resuming from a checkpoint reproduces the uninterrupted run bit for bit", "[trainer][checkpoint]") {
-  const std::string dir = temp_dir("resume");
+  const std::string dir = fresh_temp_dir("resume");
   struct Variant {
     std::string name, optimizer, method, meta_grad;
   };
@@ -96,7 +68,7 @@ TEST_CASE("resuming from a checkpoint reproduces the uninterrupted run bit for b
   for (const Variant& v : variants) {
     const char* optimizer = v.name.c_str();
     CAPTURE(optimizer);
-    TrainConfig full = tiny(dir + "/full_" + v.name);
+    TrainConfig full = tiny_run_config(dir + "/full_" + v.name);
     full.optimizer = v.optimizer;
     full.method = v.method;
     full.grokfast_window = 4;
@@ -134,7 +106,7 @@ TEST_CASE("resuming from a checkpoint reproduces the uninterrupted run bit for b
 }
 
 TEST_CASE("every evaluation logs AGE and AWE, raw and transformed, per tensor and in total", "[trainer][metrics]") {
-  TrainConfig c = tiny(temp_dir("age"));
+  TrainConfig c = tiny_run_config(fresh_temp_dir("age"));
   c.method = "neuralgrok";
   c.outer_fraction = 0.05;
   c.amp_hidden = "8,8";
@@ -161,7 +133,7 @@ TEST_CASE("every evaluation logs AGE and AWE, raw and transformed, per tensor an
 }
 
 TEST_CASE("training learns an easy task", "[trainer]") {
-  TrainConfig c = tiny(temp_dir("learn"));
+  TrainConfig c = tiny_run_config(fresh_temp_dir("learn"));
   c.task = "a+b";
   c.modulus = 11;
   c.train_fraction = 0.8;
@@ -179,9 +151,9 @@ TEST_CASE("training learns an easy task", "[trainer]") {
 }
 
 TEST_CASE("bad settings are rejected with the setting's name", "[trainer][errors]") {
-  const std::string dir = temp_dir("settings");
+  const std::string dir = fresh_temp_dir("settings");
   auto rejects = [&](auto change, const std::string& words) {
-    TrainConfig c = tiny(dir);
+    TrainConfig c = tiny_run_config(dir);
     change(c);
     CHECK_THROWS_WITH(Trainer(c), ContainsSubstring(words));
   };
@@ -196,8 +168,8 @@ TEST_CASE("bad settings are rejected with the setting's name", "[trainer][errors
 }
 
 TEST_CASE("damaged or mismatched checkpoints give clear errors and change nothing", "[trainer][checkpoint][errors]") {
-  const std::string dir = temp_dir("damaged");
-  TrainConfig c = tiny(dir + "/run");
+  const std::string dir = fresh_temp_dir("damaged");
+  TrainConfig c = tiny_run_config(dir + "/run");
   c.max_steps = 8;
   Trainer writer(c);
   writer.run();
@@ -242,7 +214,7 @@ TEST_CASE("damaged or mismatched checkpoints give clear errors and change nothin
 }
 
 TEST_CASE("a diverging run stops with a message naming the step", "[trainer][errors]") {
-  TrainConfig c = tiny(temp_dir("diverge"));
+  TrainConfig c = tiny_run_config(fresh_temp_dir("diverge"));
   c.lr = 1e30;
   c.optimizer = "sgd";
   c.momentum = 0;
