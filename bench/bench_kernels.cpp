@@ -417,7 +417,14 @@ void run_section(Harness& h, const Sizes& z, bool large) {
     h.row("layernorm_forward", dims({R, C}), kF * d(2 * R * C + 2 * C + 2 * R), 0, "(2*R*C + 2*C + 2*R)*4",
           [&] { be.layernorm_forward(x, gamma, beta, 1e-5, y, mean, rstd); });
     h.row("layernorm_backward", dims({R, C}), kF * d(3 * R * C + 3 * C + 2 * R), 0, "(3*R*C + 3*C + 2*R)*4",
-          [&] { be.layernorm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta); });
+          [&] { be.layernorm_backward(dy, x, gamma, mean, rstd, Tensor(), dx, dgamma, dbeta); });
+    // Fused residual add in front: fwd bytes = (4*R*C + 2*C + 2*R)*4 (x, residual in; sum, y out);
+    // bwd adds dsum in: (4*R*C + 3*C + 2*R)*4.
+    Tensor residual = h.random({R, C}), sum = h.random({R, C}), dsum = h.random({R, C});
+    h.row("add_layernorm_forward", dims({R, C}), kF * d(4 * R * C + 2 * C + 2 * R), 0, "(4*R*C + 2*C + 2*R)*4",
+          [&] { be.add_layernorm_forward(x, residual, gamma, beta, 1e-5, sum, y, mean, rstd); });
+    h.row("layernorm_backward +dsum", dims({R, C}), kF * d(4 * R * C + 3 * C + 2 * R), 0, "(4*R*C + 3*C + 2*R)*4",
+          [&] { be.layernorm_backward(dy, x, gamma, mean, rstd, dsum, dx, dgamma, dbeta); });
   }
 
   {  // attention on qkv [B, T, 3C]. fwd bytes = (B*T*3C + B*T*C + B*H*T*T)*4: qkv in, y and probs out.
@@ -442,6 +449,11 @@ void run_section(Harness& h, const Sizes& z, bool large) {
     h.row("gelu_backward", dims({R, M}), 3 * kF * d(n), 0, "3*n*4",
           [&] { be.activation_backward(tg::UnaryOp::gelu, x, dy, out); });
     Tensor bias = h.random({M});
+    // Fused bias + GELU: fwd bytes = (2*n + M)*4; bwd bytes = (3*n + M)*4 (x, dy, bias in; dx out).
+    h.row("bias_gelu_forward", fmt::format("{} + [{}]", dims({R, M}), M), kF * d(2 * n + M), 0, "(2*R*M + M)*4",
+          [&] { be.bias_gelu_forward(x, bias, out); });
+    h.row("bias_gelu_backward", fmt::format("{} + [{}]", dims({R, M}), M), kF * d(3 * n + M), 0, "(3*R*M + M)*4",
+          [&] { be.bias_gelu_backward(x, bias, dy, out); });
     Tensor bias_b = bias.as_strided({R, M}, {0, 1}, bias.offset());
     h.row("add (bias broadcast)", fmt::format("{} + [{}]", dims({R, M}), M), kF * d(2 * n + M), 0, "(2*R*M + M)*4",
           [&] { be.binary(tg::BinaryOp::add, x, bias_b, out); });

@@ -82,6 +82,10 @@ class Backend {
   virtual void unary(UnaryOp op, const Tensor& x, const Tensor& out, double alpha, double beta) = 0;
   // dx = dy * act'(x) for act in {relu, gelu}; relu'(0) = 0; gelu'(x) = Phi(x) + x * phi(x).
   virtual void activation_backward(UnaryOp act, const Tensor& x, const Tensor& dy, const Tensor& dx) = 0;
+  // x, y, dx, dy: [rows, C]; bias: [C]. A linear layer's bias and its GELU in one pass:
+  // y = gelu(x + bias);  dx = dy * gelu'(x + bias) (recomputing x + bias instead of saving it).
+  virtual void bias_gelu_forward(const Tensor& x, const Tensor& bias, const Tensor& y) = 0;
+  virtual void bias_gelu_backward(const Tensor& x, const Tensor& bias, const Tensor& dy, const Tensor& dx) = 0;
   // out = a (op) b. a and b have out's shape but may be broadcast views (stride 0) or strided.
   virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) = 0;
 
@@ -132,9 +136,16 @@ class Backend {
   // x, y: [rows, C]; gamma, beta: [C]; mean, rstd: [rows] (saved for backward).
   virtual void layernorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps,
                                  const Tensor& y, const Tensor& mean, const Tensor& rstd) = 0;
-  // dx: [rows, C]; dgamma, dbeta: [C] (overwritten, not accumulated).
+  // The residual add in front of a LayerNorm, one pass: sum = x + residual ([rows, C] each), and y,
+  // mean, rstd as layernorm_forward of sum.
+  virtual void add_layernorm_forward(const Tensor& x, const Tensor& residual, const Tensor& gamma,
+                                     const Tensor& beta, double eps, const Tensor& sum, const Tensor& y,
+                                     const Tensor& mean, const Tensor& rstd) = 0;
+  // dx: [rows, C]; dgamma, dbeta: [C] (overwritten, not accumulated). dsum: undefined, or [rows, C]
+  // added to dx — the gradient that reached add_layernorm's sum directly, so the residual stream's two
+  // gradients meet in this kernel rather than in a separate add.
   virtual void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma,
-                                  const Tensor& mean, const Tensor& rstd, const Tensor& dx,
+                                  const Tensor& mean, const Tensor& rstd, const Tensor& dsum, const Tensor& dx,
                                   const Tensor& dgamma, const Tensor& dbeta) = 0;
 
   // qkv: [B, T, 3C] (q | k | v along the last dim, each C = H * D split into heads);

@@ -52,6 +52,9 @@ Tensor gelu(const Tensor& x);  // exact: x * Phi(x)
 // Fused derivative kernels, ops in their own right so that second order can pass through them.
 Tensor relu_backward(const Tensor& x, const Tensor& dy);  // dy * [x > 0]
 Tensor gelu_backward(const Tensor& x, const Tensor& dy);  // dy * gelu'(x)
+// x: [..., C], bias: [C] -> gelu(x + bias) in one pass: the MLP's first linear layer runs its GEMM
+// without bias and this op adds it on the way into the activation.
+Tensor bias_gelu(const Tensor& x, const Tensor& bias);
 
 // ---- reductions (engine/ops/reductions.cpp) ----
 Tensor sum(const Tensor& x);                                          // all elements -> shape []
@@ -76,6 +79,13 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets);
 // ---- model layers (engine/ops/layernorm.cpp, attention.cpp, embedding.cpp) ----
 // x: [..., C], gamma, beta: [C] -> [..., C]
 Tensor layernorm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps = 1e-5);
+// The residual add in front of a LayerNorm as one op: x, residual: [..., C] (same shape) ->
+// sum = x + residual and normed = layernorm(sum), one pass forward and one backward.
+struct AddLayerNorm {
+  Tensor sum, normed;
+};
+AddLayerNorm add_layernorm(const Tensor& x, const Tensor& residual, const Tensor& gamma, const Tensor& beta,
+                           double eps = 1e-5);
 // qkv: [B, T, 3C] -> [B, T, C]: causal multi-head attention, heads of size C / n_heads, scale 1/sqrt(D).
 Tensor causal_self_attention(const Tensor& qkv, std::int64_t n_heads);
 // ids: i32 [...], weight: [V, C] -> [..., C]

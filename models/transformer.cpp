@@ -115,26 +115,36 @@ Tensor Transformer::forward(const TensorList& p, const Tensor& ids) const {
   // [B, S, d] + [S, d] (broadcast over the batch)
   const Tensor table = token_embedding_table(p, kTokenEmbeddings, c.embedding_rank);  // [V, d]
   Tensor x = add(embedding(ids, table), p[position_embeddings]);
+  // Each residual add is fused into the LayerNorm that follows it (add_layernorm): the stream x and
+  // the branch output not yet added to it (`pending`, undefined when there is none).
+  Tensor pending;
+  auto add_pending_and_norm = [&](const Tensor& stream, const Tensor& gamma, const Tensor& beta) {
+    if (!pending.defined()) return AddLayerNorm{stream, layernorm(stream, gamma, beta, c.ln_eps)};
+    return add_layernorm(stream, pending, gamma, beta, c.ln_eps);
+  };
   for (std::int64_t layer = 0; layer < c.layers; ++layer) {
     const Tensor* w = &p[first_layer + kPerLayer * static_cast<std::size_t>(layer)];
     auto attention = [&](const Tensor& h) {  // [B, S, d] -> [B, S, d]
       Tensor qkv = linear(h, w[kInProjWeight], w[kInProjBias]);  // [B, S, 3d]
       return linear(causal_self_attention(qkv, c.heads), w[kOutProjWeight], w[kOutProjBias]);
     };
-    auto mlp = [&](const Tensor& h) {  // [B, S, d] -> [B, S, 4d] -> [B, S, d]
-      return linear(gelu(linear(h, w[kMlp0Weight], w[kMlp0Bias])), w[kMlp2Weight], w[kMlp2Bias]);
+    auto mlp = [&](const Tensor& h) {  // [B, S, d] -> [B, S, 4d] -> [B, S, d]; the first bias fused into GELU
+      return linear(bias_gelu(linear(h, w[kMlp0Weight]), w[kMlp0Bias]), w[kMlp2Weight], w[kMlp2Bias]);
     };
-    if (c.block == BlockVariant::reference) {
-      x = layernorm(x, w[kLn1Weight], w[kLn1Bias], c.ln_eps);  // the residual carries the normalised x
-      x = add(x, attention(x));
-    } else {
-      x = add(x, attention(layernorm(x, w[kLn1Weight], w[kLn1Bias], c.ln_eps)));
-    }
-    x = add(x, mlp(layernorm(x, w[kLn2Weight], w[kLn2Bias], c.ln_eps)));
+    const AddLayerNorm ln1 = add_pending_and_norm(x, w[kLn1Weight], w[kLn1Bias]);
+    // reference: the residual carries the normalised x (ln_1's output); prenorm: the un-normalised sum.
+    x = c.block == BlockVariant::reference ? ln1.normed : ln1.sum;
+    pending = attention(ln1.normed);
+    const AddLayerNorm ln2 = add_pending_and_norm(x, w[kLn2Weight], w[kLn2Bias]);
+    x = ln2.sum;
+    pending = mlp(ln2.normed);
   }
   const std::size_t f = first_layer + kPerLayer * static_cast<std::size_t>(c.layers);
-  Tensor last = reshape(slice(x, 1, s - 1, 1), {batch, d});  // the answer position
-  return linear(layernorm(last, p[f], p[f + 1], c.ln_eps), p[f + 2]);  // [B, V]
+  // Only the answer position reaches the head: slice before the last residual add and ln_f.
+  auto last_position = [&](const Tensor& t) { return reshape(slice(t, 1, s - 1, 1), {batch, d}); };
+  x = last_position(x);
+  if (pending.defined()) pending = last_position(pending);
+  return linear(add_pending_and_norm(x, p[f], p[f + 1]).normed, p[f + 2]);  // [B, V]
 }
 
 }  // namespace tg

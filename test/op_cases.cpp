@@ -86,6 +86,24 @@ std::vector<OpCase> build() {
       "layernorm",
       [](Rng& r) { return TensorList{random(r, {2, 3, 6}, DType::f64, -2, 2), random(r, {6}), random(r, {6})}; },
       [](const TensorList& x) { return layernorm(x[0], x[1], x[2]); });
+  // Both outputs feed the result (the sum's gradient meets layernorm's dx in the fused backward), and
+  // once only the normed one (the sum's gradient is zero).
+  add_case(
+      "add_layernorm",
+      [](Rng& r) {
+        return TensorList{random(r, {2, 3, 6}, DType::f64, -2, 2), random(r, {2, 3, 6}), random(r, {6}),
+                          random(r, {6})};
+      },
+      [](const TensorList& x) {
+        const AddLayerNorm o = add_layernorm(x[0], x[1], x[2], x[3]);
+        return add(mul(o.sum, o.sum), o.normed);
+      });
+  add_case(
+      "add_layernorm normed only",
+      [](Rng& r) { return TensorList{random(r, {3, 5}, DType::f64, -2, 2), random(r, {3, 5}), random(r, {5}), random(r, {5})}; },
+      [](const TensorList& x) { return add_layernorm(x[0], x[1], x[2], x[3]).normed; });
+  add_case("bias_gelu", [](Rng& r) { return TensorList{random(r, {2, 3, 5}, DType::f64, -3, 3), random(r, {5})}; },
+           [](const TensorList& x) { return bias_gelu(x[0], x[1]); });
   add_case(
       "causal_self_attention", [](Rng& r) { return TensorList{random(r, {2, 5, 12})}; },
       [](const TensorList& x) { return causal_self_attention(x[0], 2); });

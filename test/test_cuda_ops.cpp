@@ -101,6 +101,16 @@ TEST_CASE("GPU kernels at model sizes match the CPU", "[cuda][ops]") {
        [](const TensorList& x) { return embedding(x[0], x[1]); }},
       {"linear [2560,128] -> 512 + gelu", [](Rng& r) { return TensorList{random(r, {512, 5, 128}), random(r, {512, 128}), random(r, {512})}; },
        [](const TensorList& x) { return gelu(linear(x[0], x[1], x[2])); }},
+      {"add_layernorm [2560,128]",
+       [](Rng& r) {
+         return TensorList{random(r, {512, 5, 128}), random(r, {512, 5, 128}), random(r, {128}), random(r, {128})};
+       },
+       [](const TensorList& x) {
+         const AddLayerNorm o = add_layernorm(x[0], x[1], x[2], x[3]);
+         return add(scale(o.sum, 0.5), o.normed);
+       }},
+      {"linear [2560,128] -> 512 + bias_gelu", [](Rng& r) { return TensorList{random(r, {512, 5, 128}), random(r, {512, 128}), random(r, {512})}; },
+       [](const TensorList& x) { return bias_gelu(linear(x[0], x[1]), x[2]); }},
       {"sum over 420k", [](Rng& r) { return TensorList{random(r, {420000})}; },
        [](const TensorList& x) { return sum(x[0]); }},
       {"l2_norm over 420k", [](Rng& r) { return TensorList{random(r, {420000})}; },

@@ -252,6 +252,87 @@ TEST_CASE("layernorm matches (x - mean) / sqrt(var + eps) * gamma + beta", "[ops
   });
 }
 
+TEST_CASE("add_layernorm returns x + residual and its layernorm", "[ops][forward]") {
+  for_both_dtypes([](DType dt, double tol) {
+    Rng rng(17);
+    const int rows = 13, c = 29;
+    Tensor x = random(rng, {rows, c}, dt, -3, 5), res = random(rng, {rows, c}, dt, -2, 2);
+    Tensor g = random(rng, {c}, dt), b = random(rng, {c}, dt);
+    const auto X = vals(x), R = vals(res), G = vals(g), B = vals(b);
+    std::vector<double> h(rows * c), ref(rows * c);
+    for (int r = 0; r < rows; ++r) {
+      double m = 0, var = 0;
+      for (int i = 0; i < c; ++i) h[r * c + i] = X[r * c + i] + R[r * c + i];
+      for (int i = 0; i < c; ++i) m += h[r * c + i] / c;
+      for (int i = 0; i < c; ++i) var += (h[r * c + i] - m) * (h[r * c + i] - m) / c;
+      for (int i = 0; i < c; ++i) ref[r * c + i] = (h[r * c + i] - m) / std::sqrt(var + 1e-5) * G[i] + B[i];
+    }
+    const AddLayerNorm out = add_layernorm(x, res, g, b, 1e-5);
+    CHECK(rel_error(vals(out.sum), h) < tol);
+    CHECK(rel_error(vals(out.normed), ref) < tol * 4);
+  });
+}
+
+TEST_CASE("add_layernorm changes no bits against add followed by layernorm on the CPU", "[ops][fused]") {
+  // The fused kernels round exactly as the separate ops do: same sum, same statistics, and the two
+  // gradients of the sum added once. So fusing in the model leaves CPU training runs unchanged.
+  Rng rng(19);
+  const Tensor x0 = random(rng, {4, 3, 32}, DType::f32, -2, 2), r0 = random(rng, {4, 3, 32}, DType::f32);
+  const Tensor g0 = random(rng, {32}, DType::f32), b0 = random(rng, {32}, DType::f32);
+  const Tensor w = random(rng, {4, 3, 32}, DType::f32);
+  auto run = [&](bool fused) {
+    tape().clear();
+    TensorList in = {x0.clone(), r0.clone(), g0.clone(), b0.clone()};
+    for (Tensor& t : in) t.set_requires_grad(true);
+    Tensor h, y;
+    if (fused) {
+      const AddLayerNorm o = add_layernorm(in[0], in[1], in[2], in[3]);
+      h = o.sum;
+      y = o.normed;
+    } else {
+      h = add(in[0], in[1]);
+      y = layernorm(h, in[2], in[3]);
+    }
+    const Tensor loss = sum(add(mul(h, w), mul(y, y)));
+    TensorList out = grad({loss}, in);
+    out.push_back(h);
+    out.push_back(y);
+    tape().clear();
+    return out;
+  };
+  const TensorList fused = run(true), separate = run(false);
+  for (std::size_t k = 0; k < fused.size(); ++k) {
+    INFO("output " << k);
+    CHECK(values(fused[k]) == values(separate[k]));
+  }
+}
+
+TEST_CASE("bias_gelu is gelu(x + bias) and its derivative kernel dy * gelu'(x + bias)", "[ops][forward]") {
+  for_both_dtypes([](DType dt, double tol) {
+    Rng rng(18);
+    const int rows = 9, c = 23;
+    Tensor x = random(rng, {rows, c}, dt, -3, 3), b = random(rng, {c}, dt), dy = random(rng, {rows, c}, dt);
+    const auto X = vals(x), B = vals(b), DY = vals(dy);
+    std::vector<double> ref(rows * c), dref(rows * c);
+    for (int r = 0; r < rows; ++r) {
+      for (int i = 0; i < c; ++i) {
+        const double h = X[r * c + i] + B[i];
+        ref[r * c + i] = gelu_ref(h);
+        const double cdf = 0.5 * (1 + std::erf(h / std::sqrt(2.0)));
+        const double pdf = std::exp(-0.5 * h * h) / std::sqrt(2 * M_PI);
+        dref[r * c + i] = DY[r * c + i] * (cdf + h * pdf);
+      }
+    }
+    CHECK(rel_error(vals(bias_gelu(x, b)), ref) < tol * 2);
+    // The backward kernel, reached through the op's (first-order, unrecorded) backward rule.
+    tape().clear();
+    Tensor xg = x.detach().set_requires_grad(true);
+    const TensorList grads = grad({bias_gelu(xg, b)}, {xg}, {dy});
+    CHECK(rel_error(vals(grads[0]), dref) < tol * 2);
+    tape().clear();
+  });
+}
+
 TEST_CASE("causal self-attention matches per-head softmax(q k^T / sqrt(d)) v", "[ops][forward]") {
   for_both_dtypes([](DType dt, double tol) {
     Rng rng(8);

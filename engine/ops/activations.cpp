@@ -2,6 +2,8 @@
 // kernel each (dy * act'(x)), exposed here as ops so that second-order derivatives pass through:
 //   relu_backward(x, dy): linear in dy; zero derivative in x (almost everywhere).
 //   gelu_backward(x, dy): linear in dy; d/dx = dy * gelu''(x).
+// bias_gelu(x, b) = gelu(x + b) runs one kernel each way; its recorded backward (second order) is
+// gelu_backward(x + b, dy), so it needs no rule of its own beyond those.
 #include "engine/ops.h"
 #include "engine/ops/op_checks.h"
 
@@ -35,6 +37,40 @@ Tensor activation_backward(UnaryOp act, const char* name, const Tensor& x, const
 }
 
 }  // namespace
+
+Tensor bias_gelu(const Tensor& x, const Tensor& bias) {
+  check_floating("bias_gelu", x, "x");
+  check_floating("bias_gelu", bias, "bias");
+  check_same("bias_gelu", {{&x, "x"}, {&bias, "bias"}});
+  TG_CHECK(x.dim() >= 1 && bias.dim() == 1 && bias.size(0) == x.size(-1),
+           "bias_gelu: bias {} must be [C] for x {} of last dimension C", bias.str(), x.str());
+  const std::int64_t c = bias.size(0);
+  const std::int64_t rows = c > 0 ? x.numel() / c : 0;
+  const Tensor xc = x.contiguous(), bc = bias.contiguous();
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (y.numel() > 0) {
+    backend_of(x).bias_gelu_forward(xc.as_strided({rows, c}, {c, 1}, xc.offset()), bc,
+                                    y.as_strided({rows, c}, {c, 1}, 0));
+  }
+  TensorList outputs{y};
+  tape().record("bias_gelu", {x, bias}, outputs,
+                [x, bias, xc, bc, rows, c](const TensorList& g, const std::vector<bool>& needs) {
+                  Tensor dpre;  // d/d(x + bias)
+                  if (grad_mode_enabled()) {
+                    dpre = gelu_backward(add(x, bias), g[0]);  // recorded: differentiable again
+                  } else {
+                    dpre = Tensor::empty(x.shape(), x.dtype(), x.device());
+                    const Tensor dyc = g[0].contiguous();
+                    if (dpre.numel() > 0) {
+                      backend_of(x).bias_gelu_backward(xc.as_strided({rows, c}, {c, 1}, xc.offset()), bc,
+                                                       dyc.as_strided({rows, c}, {c, 1}, dyc.offset()),
+                                                       dpre.as_strided({rows, c}, {c, 1}, 0));
+                    }
+                  }
+                  return TensorList{needs[0] ? dpre : Tensor(), needs[1] ? sum_to(dpre, bias.shape()) : Tensor()};
+                });
+  return outputs[0];
+}
 
 Tensor relu(const Tensor& x) { return unary_op(UnaryOp::relu, x); }
 Tensor gelu(const Tensor& x) { return unary_op(UnaryOp::gelu, x); }

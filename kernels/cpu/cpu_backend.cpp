@@ -116,6 +116,20 @@ class CpuBackend final : public Backend {
     });
   }
 
+  void bias_gelu_forward(const Tensor& x, const Tensor& bias, const Tensor& y) override {
+    dispatch_floating(x.dtype(), "bias_gelu", [&](auto t) {
+      using T = decltype(t);
+      cpu::bias_gelu_forward(ptr<T>(x), ptr<T>(bias), ptr<T>(y), x.size(0), x.size(1));
+    });
+  }
+
+  void bias_gelu_backward(const Tensor& x, const Tensor& bias, const Tensor& dy, const Tensor& dx) override {
+    dispatch_floating(x.dtype(), "bias_gelu_backward", [&](auto t) {
+      using T = decltype(t);
+      cpu::bias_gelu_backward(ptr<T>(x), ptr<T>(bias), ptr<T>(dy), ptr<T>(dx), x.size(0), x.size(1));
+    });
+  }
+
   void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) override {
     const StridedView av = strided_view(a), bv = strided_view(b);
     dispatch_floating(out.dtype(), binary_op_name(op), [&](auto t) {
@@ -233,12 +247,24 @@ class CpuBackend final : public Backend {
     });
   }
 
+  void add_layernorm_forward(const Tensor& x, const Tensor& residual, const Tensor& gamma, const Tensor& beta,
+                             double eps, const Tensor& sum, const Tensor& y, const Tensor& mean,
+                             const Tensor& rstd) override {
+    dispatch_floating(x.dtype(), "add_layernorm", [&](auto t) {
+      using T = decltype(t);
+      cpu::add_layernorm_forward(ptr<T>(x), ptr<T>(residual), ptr<T>(gamma), ptr<T>(beta), static_cast<T>(eps),
+                                 ptr<T>(sum), ptr<T>(y), ptr<T>(mean), ptr<T>(rstd), x.size(0), x.size(1));
+    });
+  }
+
   void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
-                          const Tensor& rstd, const Tensor& dx, const Tensor& dgamma, const Tensor& dbeta) override {
+                          const Tensor& rstd, const Tensor& dsum, const Tensor& dx, const Tensor& dgamma,
+                          const Tensor& dbeta) override {
     dispatch_floating(x.dtype(), "layernorm_backward", [&](auto t) {
       using T = decltype(t);
-      cpu::layernorm_backward(ptr<T>(dy), ptr<T>(x), ptr<T>(gamma), ptr<T>(mean), ptr<T>(rstd), ptr<T>(dx),
-                              ptr<T>(dgamma), ptr<T>(dbeta), x.size(0), x.size(1));
+      cpu::layernorm_backward(ptr<T>(dy), ptr<T>(x), ptr<T>(gamma), ptr<T>(mean), ptr<T>(rstd),
+                              dsum.defined() ? ptr<T>(dsum) : nullptr, ptr<T>(dx), ptr<T>(dgamma), ptr<T>(dbeta),
+                              x.size(0), x.size(1));
     });
   }
 

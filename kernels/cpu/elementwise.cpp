@@ -141,6 +141,26 @@ void activation_backward(UnaryOp act, const T* x, const T* dy, T* dx, std::int64
   }
 }
 
+template <class T>
+void bias_gelu_forward(const T* x, const T* bias, T* y, std::int64_t rows, std::int64_t c) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t i = 0; i < c; ++i) {
+      const T h = x[r * c + i] + bias[i];
+      y[r * c + i] = h * Phi(h);
+    }
+  }
+}
+
+template <class T>
+void bias_gelu_backward(const T* x, const T* bias, const T* dy, T* dx, std::int64_t rows, std::int64_t c) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t i = 0; i < c; ++i) {
+      const T h = x[r * c + i] + bias[i];
+      dx[r * c + i] = dy[r * c + i] * (Phi(h) + h * phi(h));
+    }
+  }
+}
+
 namespace {
 template <class T>
 inline T apply(BinaryOp op, T a, T b) {
@@ -196,6 +216,8 @@ void binary(BinaryOp op, const T* a, const StridedView& av, const T* b, const St
   template void copy<T>(const T*, const StridedView&, T*, const StridedView&);                          \
   template void unary<T>(UnaryOp, const T*, T*, std::int64_t, T, T);                                    \
   template void activation_backward<T>(UnaryOp, const T*, const T*, T*, std::int64_t);                  \
+  template void bias_gelu_forward<T>(const T*, const T*, T*, std::int64_t, std::int64_t);               \
+  template void bias_gelu_backward<T>(const T*, const T*, const T*, T*, std::int64_t, std::int64_t);    \
   template void binary<T>(BinaryOp, const T*, const StridedView&, const T*, const StridedView&, T*, std::int64_t);
 TG_INSTANTIATE(float)
 TG_INSTANTIATE(double)

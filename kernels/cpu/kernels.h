@@ -27,6 +27,10 @@ template <class From, class To> void convert(const From* src, To* dst, std::int6
 template <class T> void unary(UnaryOp op, const T* x, T* out, std::int64_t n, T alpha, T beta);
 // dx[n] = dy[n] * act'(x[n])
 template <class T> void activation_backward(UnaryOp act, const T* x, const T* dy, T* dx, std::int64_t n);
+// x, y, dy, dx: [rows, C]; bias: [C].  y = gelu(x + bias);  dx = dy * gelu'(x + bias)
+template <class T> void bias_gelu_forward(const T* x, const T* bias, T* y, std::int64_t rows, std::int64_t c);
+template <class T>
+void bias_gelu_backward(const T* x, const T* bias, const T* dy, T* dx, std::int64_t rows, std::int64_t c);
 // out (contiguous, n elements) = a (op) b; a and b strided views of out's logical shape.
 template <class T>
 void binary(BinaryOp op, const T* a, const StridedView& av, const T* b, const StridedView& bv, T* out,
@@ -66,13 +70,19 @@ template <class T> void segmented_scale(T* x, const std::int64_t* offsets, std::
 template <class T> void softmax_forward(const T* x, T* y, std::int64_t rows, std::int64_t n);
 template <class T> void softmax_backward(const T* y, const T* dy, T* dx, std::int64_t rows, std::int64_t n);
 
-// ---- layernorm (layernorm.cpp) ----  x, y, dy, dx: [rows, C]; gamma, beta, dgamma, dbeta: [C]; mean, rstd: [rows]
+// ---- layernorm (layernorm.cpp) ----  x, residual, sum, y, dy, dsum, dx: [rows, C];
+// gamma, beta, dgamma, dbeta: [C]; mean, rstd: [rows]
 template <class T>
 void layernorm_forward(const T* x, const T* gamma, const T* beta, T eps, T* y, T* mean, T* rstd, std::int64_t rows,
                        std::int64_t c);
+// sum = x + residual; y = layernorm(sum)
 template <class T>
-void layernorm_backward(const T* dy, const T* x, const T* gamma, const T* mean, const T* rstd, T* dx, T* dgamma,
-                        T* dbeta, std::int64_t rows, std::int64_t c);
+void add_layernorm_forward(const T* x, const T* residual, const T* gamma, const T* beta, T eps, T* sum, T* y, T* mean,
+                           T* rstd, std::int64_t rows, std::int64_t c);
+// dsum may be null; when given it is added to dx.
+template <class T>
+void layernorm_backward(const T* dy, const T* x, const T* gamma, const T* mean, const T* rstd, const T* dsum, T* dx,
+                        T* dgamma, T* dbeta, std::int64_t rows, std::int64_t c);
 
 // ---- attention (attention.cpp) ----  qkv, dqkv: [B, T, 3C]; y, dy: [B, T, C]; probs: [B, H, T, T]
 template <class T>

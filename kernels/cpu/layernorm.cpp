@@ -1,5 +1,5 @@
 // LayerNorm over rows: y = (x - mean) * rstd * gamma + beta, rstd = 1 / sqrt(var + eps) with the
-// biased variance (as PyTorch).
+// biased variance (as PyTorch). The residual-add variant normalises h = x + residual, writing h too.
 #include <cmath>
 #include <vector>
 
@@ -7,33 +7,49 @@
 
 namespace tg::cpu {
 
+namespace {
+
+// One row: xr -> yr, and its statistics.
+template <class T>
+void normalize_row(const T* xr, const T* gamma, const T* beta, T eps, T* yr, T& mean, T& rstd, std::int64_t c) {
+  double m = 0.0;
+#pragma omp simd reduction(+ : m)
+  for (std::int64_t i = 0; i < c; ++i) m += xr[i];
+  m /= static_cast<double>(c);
+  double v = 0.0;
+#pragma omp simd reduction(+ : v)
+  for (std::int64_t i = 0; i < c; ++i) v += (xr[i] - m) * (xr[i] - m);
+  v /= static_cast<double>(c);
+  const double s = 1.0 / std::sqrt(v + static_cast<double>(eps));
+  const T mt = static_cast<T>(m), st = static_cast<T>(s);
+  for (std::int64_t i = 0; i < c; ++i) yr[i] = (xr[i] - mt) * st * gamma[i] + beta[i];
+  mean = mt;
+  rstd = st;
+}
+
+}  // namespace
+
 template <class T>
 void layernorm_forward(const T* x, const T* gamma, const T* beta, T eps, T* y, T* mean, T* rstd, std::int64_t rows,
                        std::int64_t c) {
+  for (std::int64_t r = 0; r < rows; ++r) normalize_row(x + r * c, gamma, beta, eps, y + r * c, mean[r], rstd[r], c);
+}
+
+template <class T>
+void add_layernorm_forward(const T* x, const T* residual, const T* gamma, const T* beta, T eps, T* sum, T* y, T* mean,
+                           T* rstd, std::int64_t rows, std::int64_t c) {
   for (std::int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * c;
-    T* yr = y + r * c;
-    double m = 0.0;
-#pragma omp simd reduction(+ : m)
-    for (std::int64_t i = 0; i < c; ++i) m += xr[i];
-    m /= static_cast<double>(c);
-    double v = 0.0;
-#pragma omp simd reduction(+ : v)
-    for (std::int64_t i = 0; i < c; ++i) v += (xr[i] - m) * (xr[i] - m);
-    v /= static_cast<double>(c);
-    const double s = 1.0 / std::sqrt(v + static_cast<double>(eps));
-    const T mt = static_cast<T>(m), st = static_cast<T>(s);
-    for (std::int64_t i = 0; i < c; ++i) yr[i] = (xr[i] - mt) * st * gamma[i] + beta[i];
-    mean[r] = static_cast<T>(m);
-    rstd[r] = static_cast<T>(s);
+    T* hr = sum + r * c;
+    for (std::int64_t i = 0; i < c; ++i) hr[i] = x[r * c + i] + residual[r * c + i];
+    normalize_row(hr, gamma, beta, eps, y + r * c, mean[r], rstd[r], c);  // h is still in cache
   }
 }
 
 // With xhat = (x - mean) * rstd and g = dy * gamma:
 //   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  dgamma = sum_rows dy * xhat,  dbeta = sum_rows dy.
 template <class T>
-void layernorm_backward(const T* dy, const T* x, const T* gamma, const T* mean, const T* rstd, T* dx, T* dgamma,
-                        T* dbeta, std::int64_t rows, std::int64_t c) {
+void layernorm_backward(const T* dy, const T* x, const T* gamma, const T* mean, const T* rstd, const T* dsum, T* dx,
+                        T* dgamma, T* dbeta, std::int64_t rows, std::int64_t c) {
   std::vector<double> dg(static_cast<std::size_t>(c), 0.0), db(static_cast<std::size_t>(c), 0.0);
   for (std::int64_t r = 0; r < rows; ++r) {
     const T* dyr = dy + r * c;
@@ -59,6 +75,10 @@ void layernorm_backward(const T* dy, const T* x, const T* gamma, const T* mean, 
       const double g = double(dyr[i]) * double(gamma[i]);
       dxr[i] = static_cast<T>(s * (g - g_mean - xhat * gx_mean));
     }
+    if (dsum != nullptr) {
+      const T* dsr = dsum + r * c;
+      for (std::int64_t i = 0; i < c; ++i) dxr[i] += dsr[i];
+    }
   }
   for (std::int64_t i = 0; i < c; ++i) {
     dgamma[i] = static_cast<T>(dg[static_cast<std::size_t>(i)]);
@@ -68,8 +88,10 @@ void layernorm_backward(const T* dy, const T* x, const T* gamma, const T* mean, 
 
 #define TG_INSTANTIATE(T)                                                                                       \
   template void layernorm_forward<T>(const T*, const T*, const T*, T, T*, T*, T*, std::int64_t, std::int64_t); \
-  template void layernorm_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, std::int64_t, \
-                                      std::int64_t);
+  template void add_layernorm_forward<T>(const T*, const T*, const T*, const T*, T, T*, T*, T*, T*, std::int64_t, \
+                                         std::int64_t);                                                        \
+  template void layernorm_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*, T*, T*, T*,   \
+                                      std::int64_t, std::int64_t);
 TG_INSTANTIATE(float)
 TG_INSTANTIATE(double)
 #undef TG_INSTANTIATE

@@ -358,6 +358,22 @@ class CudaBackend final : public Backend {
                  act == UnaryOp::relu ? "relu_backward" : "gelu_backward", args);
   }
 
+  void bias_gelu_forward(const Tensor& x, const Tensor& bias, const Tensor& y) override {
+    const Args args = {{"x", x}, {"bias", bias}, {"y", y}};
+    prepare("bias_gelu", args);
+    check_kernel(launch_bias_gelu_forward(ptr<const float>(x), ptr<const float>(bias), ptr<float>(y), x.size(0),
+                                          x.size(1), stream_),
+                 "bias_gelu", args);
+  }
+
+  void bias_gelu_backward(const Tensor& x, const Tensor& bias, const Tensor& dy, const Tensor& dx) override {
+    const Args args = {{"x", x}, {"bias", bias}, {"dy", dy}, {"dx", dx}};
+    prepare("bias_gelu_backward", args);
+    check_kernel(launch_bias_gelu_backward(ptr<const float>(x), ptr<const float>(bias), ptr<const float>(dy),
+                                           ptr<float>(dx), x.size(0), x.size(1), stream_),
+                 "bias_gelu_backward", args);
+  }
+
   void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) override {
     const Args args = {{"a", a, Want::f32, false}, {"b", b, Want::f32, false}, {"out", out}};
     const char* name = binary_op_name(op);
@@ -519,16 +535,32 @@ class CudaBackend final : public Backend {
                  "layernorm_forward", args);
   }
 
+  void add_layernorm_forward(const Tensor& x, const Tensor& residual, const Tensor& gamma, const Tensor& beta,
+                             double eps, const Tensor& sum, const Tensor& y, const Tensor& mean,
+                             const Tensor& rstd) override {
+    const Args args = {{"x", x},     {"residual", residual}, {"gamma", gamma}, {"beta", beta},
+                       {"sum", sum}, {"y", y},               {"mean", mean},   {"rstd", rstd}};
+    prepare("add_layernorm_forward", args);
+    check_kernel(launch_add_layernorm_forward(ptr<const float>(x), ptr<const float>(residual), ptr<const float>(gamma),
+                                              ptr<const float>(beta), static_cast<float>(eps), ptr<float>(sum),
+                                              ptr<float>(y), ptr<float>(mean), ptr<float>(rstd), x.size(0), x.size(1),
+                                              stream_),
+                 "add_layernorm_forward", args);
+  }
+
   void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
-                          const Tensor& rstd, const Tensor& dx, const Tensor& dgamma, const Tensor& dbeta) override {
+                          const Tensor& rstd, const Tensor& dsum, const Tensor& dx, const Tensor& dgamma,
+                          const Tensor& dbeta) override {
     const Args args = {{"dy", dy},     {"x", x},   {"gamma", gamma},   {"mean", mean},
                        {"rstd", rstd}, {"dx", dx}, {"dgamma", dgamma}, {"dbeta", dbeta}};
     prepare("layernorm_backward", args);
+    if (dsum.defined()) prepare("layernorm_backward", {{"dsum", dsum}});
     const std::int64_t rows = x.size(0), c = x.size(1);
     const std::size_t bytes = layernorm_backward_workspace_bytes(rows, c);
     Scratch scratch(allocator_, bytes);
     check_kernel(launch_layernorm_backward(ptr<const float>(dy), ptr<const float>(x), ptr<const float>(gamma),
-                                           ptr<const float>(mean), ptr<const float>(rstd), ptr<float>(dx),
+                                           ptr<const float>(mean), ptr<const float>(rstd),
+                                           dsum.defined() ? ptr<const float>(dsum) : nullptr, ptr<float>(dx),
                                            ptr<float>(dgamma), ptr<float>(dbeta), rows, c, scratch.get(), bytes,
                                            stream_),
                  "layernorm_backward", args);

@@ -110,6 +110,23 @@ __global__ void gelu_backward_kernel(const float* x, const float* dy, float* dx,
   }
 }
 
+// x, y: [rows, c] as n = rows * c elements; bias: [c]. y = gelu(x + bias).
+__global__ void bias_gelu_forward_kernel(const float* x, const float* bias, float* y, std::int64_t n, std::int64_t c) {
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n; i += std::int64_t(gridDim.x) * blockDim.x) {
+    const float h = x[i] + bias[i % c];
+    y[i] = h * normal_cdf(h);
+  }
+}
+
+// x, dy, dx: [rows, c] as n elements; bias: [c]. dx = dy * gelu'(x + bias).
+__global__ void bias_gelu_backward_kernel(const float* x, const float* bias, const float* dy, float* dx, std::int64_t n,
+                                          std::int64_t c) {
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n; i += std::int64_t(gridDim.x) * blockDim.x) {
+    const float h = x[i] + bias[i % c];
+    dx[i] = dy[i] * (normal_cdf(h) + h * normal_pdf(h));
+  }
+}
+
 // out: [n] contiguous; a, b read through their indexers. out may alias a flat a or b.
 template <BinaryCode Op, class IA, class IB>
 __global__ void binary_kernel(const float* a, IA ia, const float* b, IB ib, float* out, std::int64_t n) {
@@ -203,6 +220,22 @@ cudaError_t launch_activation_backward(UnaryCode act, const float* x, const floa
   } else {
     return cudaErrorInvalidValue;
   }
+  return cudaGetLastError();
+}
+
+cudaError_t launch_bias_gelu_forward(const float* x, const float* bias, float* y, std::int64_t rows, std::int64_t c,
+                                     cudaStream_t stream) {
+  const std::int64_t n = rows * c;
+  if (n <= 0) return cudaSuccess;
+  bias_gelu_forward_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, bias, y, n, c);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_bias_gelu_backward(const float* x, const float* bias, const float* dy, float* dx, std::int64_t rows,
+                                      std::int64_t c, cudaStream_t stream) {
+  const std::int64_t n = rows * c;
+  if (n <= 0) return cudaSuccess;
+  bias_gelu_backward_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, bias, dy, dx, n, c);
   return cudaGetLastError();
 }
 

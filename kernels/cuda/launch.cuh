@@ -74,6 +74,11 @@ cudaError_t launch_unary(UnaryCode op, const float* x, float* out, std::int64_t 
 // dx[n] = dy[n] * act'(x[n]) for act in {relu, gelu}; all contiguous [n].
 cudaError_t launch_activation_backward(UnaryCode act, const float* x, const float* dy, float* dx, std::int64_t n,
                                        cudaStream_t stream);
+// y[rows, c] = gelu(x + bias), dx[rows, c] = dy * gelu'(x + bias); bias: [c]; all contiguous.
+cudaError_t launch_bias_gelu_forward(const float* x, const float* bias, float* y, std::int64_t rows, std::int64_t c,
+                                     cudaStream_t stream);
+cudaError_t launch_bias_gelu_backward(const float* x, const float* bias, const float* dy, float* dx, std::int64_t rows,
+                                      std::int64_t c, cudaStream_t stream);
 // out (contiguous [n]) = a (op) b, each operand read through its access pattern. out may alias a
 // flat operand (in-place add).
 cudaError_t launch_binary(BinaryCode op, const float* a, const Operand& a_access, const float* b,
@@ -130,11 +135,15 @@ cudaError_t launch_softmax_backward(const float* y, const float* dy, float* dx, 
 cudaError_t launch_layernorm_forward(const float* x, const float* gamma, const float* beta, float eps, float* y,
                                      float* mean, float* rstd, std::int64_t rows, std::int64_t c,
                                      cudaStream_t stream);
-// dy, x, dx: [rows, c]; gamma, dgamma, dbeta: [c]; mean, rstd: [rows].
+// sum = x + residual, then y, mean, rstd as above from sum. x, residual, sum, y: [rows, c].
+cudaError_t launch_add_layernorm_forward(const float* x, const float* residual, const float* gamma, const float* beta,
+                                         float eps, float* sum, float* y, float* mean, float* rstd, std::int64_t rows,
+                                         std::int64_t c, cudaStream_t stream);
+// dy, x, dx: [rows, c]; gamma, dgamma, dbeta: [c]; mean, rstd: [rows]; dsum: null or [rows, c], added to dx.
 std::size_t layernorm_backward_workspace_bytes(std::int64_t rows, std::int64_t c);
 cudaError_t launch_layernorm_backward(const float* dy, const float* x, const float* gamma, const float* mean,
-                                      const float* rstd, float* dx, float* dgamma, float* dbeta, std::int64_t rows,
-                                      std::int64_t c, void* workspace, std::size_t workspace_bytes,
+                                      const float* rstd, const float* dsum, float* dx, float* dgamma, float* dbeta,
+                                      std::int64_t rows, std::int64_t c, void* workspace, std::size_t workspace_bytes,
                                       cudaStream_t stream);
 
 // ---------------------------------------------------------------- attention.cu

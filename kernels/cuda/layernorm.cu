@@ -1,5 +1,6 @@
 // LayerNorm over rows: y = (x - mean) * rstd * gamma + beta, rstd = 1 / sqrt(var + eps) with the
-// biased variance; mean and rstd are saved for backward. Statistics accumulate in double as on the
+// biased variance; mean and rstd are saved for backward. The add_layernorm variant first forms the
+// row h = x + residual (writing it out) and normalises h; its backward adds the gradient of h to dx. Statistics accumulate in double as on the
 // CPU.
 //
 // Forward and dx: one warp per row (8 rows per 256-thread block), lane l handles columns
@@ -19,16 +20,31 @@ constexpr int kRowsPerBlock = kThreads / kWarp;
 constexpr int kTileCols = 32;  // stage-1 block: 32 columns x 8 row lanes
 constexpr int kTileRows = 8;
 
-// x, y: [rows, c]; gamma, beta: [c]; mean, rstd: [rows]
-__global__ void layernorm_forward_kernel(const float* x, const float* gamma, const float* beta, float eps, float* y,
-                                         float* mean, float* rstd, std::int64_t rows, std::int64_t c) {
+// x, y: [rows, c]; gamma, beta: [c]; mean, rstd: [rows]. kAddResidual: the row normalised is
+// h = x + residual ([rows, c]), written to sum_out ([rows, c]) on the way; each lane later reads back
+// only the columns it wrote itself, so no synchronisation is needed.
+template <bool kAddResidual>
+__global__ void layernorm_forward_kernel(const float* x, const float* residual, const float* gamma, const float* beta,
+                                         float eps, float* sum_out, float* y, float* mean, float* rstd,
+                                         std::int64_t rows, std::int64_t c) {
   const int lane = threadIdx.x % kWarp;
   for (std::int64_t row = blockIdx.x * std::int64_t(kRowsPerBlock) + threadIdx.x / kWarp; row < rows;
        row += std::int64_t(gridDim.x) * kRowsPerBlock) {
     const float* xr = x + row * c;
     float* yr = y + row * c;
     double sum = 0.0;
-    for (std::int64_t i = lane; i < c; i += kWarp) sum += xr[i];
+    if constexpr (kAddResidual) {
+      const float* rr = residual + row * c;
+      float* hr = sum_out + row * c;
+      for (std::int64_t i = lane; i < c; i += kWarp) {
+        const float h = xr[i] + rr[i];
+        hr[i] = h;
+        sum += h;
+      }
+      xr = hr;
+    } else {
+      for (std::int64_t i = lane; i < c; i += kWarp) sum += xr[i];
+    }
     const double m = warp_sum(sum) / static_cast<double>(c);
     double var = 0.0;
     for (std::int64_t i = lane; i < c; i += kWarp) {
@@ -45,10 +61,11 @@ __global__ void layernorm_forward_kernel(const float* x, const float* gamma, con
   }
 }
 
-// With xhat = (x - mean) * rstd and g = dy * gamma: dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
-// dy, x, dx: [rows, c]; gamma: [c]; mean, rstd: [rows]
+// With xhat = (x - mean) * rstd and g = dy * gamma: dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),
+// plus dsum when given. dy, x, dsum (may be null), dx: [rows, c]; gamma: [c]; mean, rstd: [rows]
 __global__ void layernorm_backward_dx_kernel(const float* dy, const float* x, const float* gamma, const float* mean,
-                                             const float* rstd, float* dx, std::int64_t rows, std::int64_t c) {
+                                             const float* rstd, const float* dsum, float* dx, std::int64_t rows,
+                                             std::int64_t c) {
   const int lane = threadIdx.x % kWarp;
   for (std::int64_t row = blockIdx.x * std::int64_t(kRowsPerBlock) + threadIdx.x / kWarp; row < rows;
        row += std::int64_t(gridDim.x) * kRowsPerBlock) {
@@ -68,7 +85,9 @@ __global__ void layernorm_backward_dx_kernel(const float* dy, const float* x, co
     for (std::int64_t i = lane; i < c; i += kWarp) {
       const double xhat = (xr[i] - m) * s;
       const double g = double(dyr[i]) * double(gamma[i]);
-      dxr[i] = static_cast<float>(s * (g - g_mean - xhat * gx_mean));
+      float v = static_cast<float>(s * (g - g_mean - xhat * gx_mean));
+      if (dsum != nullptr) v += dsum[row * c + i];  // rounded as the CPU's separate add
+      dxr[i] = v;
     }
   }
 }
@@ -139,8 +158,17 @@ cudaError_t launch_layernorm_forward(const float* x, const float* gamma, const f
                                      float* mean, float* rstd, std::int64_t rows, std::int64_t c,
                                      cudaStream_t stream) {
   if (rows <= 0 || c <= 0) return cudaSuccess;
-  layernorm_forward_kernel<<<grid_for(rows, kRowsPerBlock), kThreads, 0, stream>>>(x, gamma, beta, eps, y, mean, rstd,
-                                                                                   rows, c);
+  layernorm_forward_kernel<false><<<grid_for(rows, kRowsPerBlock), kThreads, 0, stream>>>(
+      x, nullptr, gamma, beta, eps, nullptr, y, mean, rstd, rows, c);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_add_layernorm_forward(const float* x, const float* residual, const float* gamma, const float* beta,
+                                         float eps, float* sum, float* y, float* mean, float* rstd, std::int64_t rows,
+                                         std::int64_t c, cudaStream_t stream) {
+  if (rows <= 0 || c <= 0) return cudaSuccess;
+  layernorm_forward_kernel<true><<<grid_for(rows, kRowsPerBlock), kThreads, 0, stream>>>(
+      x, residual, gamma, beta, eps, sum, y, mean, rstd, rows, c);
   return cudaGetLastError();
 }
 
@@ -151,14 +179,14 @@ std::size_t layernorm_backward_workspace_bytes(std::int64_t rows, std::int64_t c
 }
 
 cudaError_t launch_layernorm_backward(const float* dy, const float* x, const float* gamma, const float* mean,
-                                      const float* rstd, float* dx, float* dgamma, float* dbeta, std::int64_t rows,
-                                      std::int64_t c, void* workspace, std::size_t workspace_bytes,
+                                      const float* rstd, const float* dsum, float* dx, float* dgamma, float* dbeta,
+                                      std::int64_t rows, std::int64_t c, void* workspace, std::size_t workspace_bytes,
                                       cudaStream_t stream) {
   if (c <= 0) return cudaSuccess;
   if (workspace_bytes < layernorm_backward_workspace_bytes(rows, c)) return cudaErrorInvalidValue;
   if (rows > 0) {
-    layernorm_backward_dx_kernel<<<grid_for(rows, kRowsPerBlock), kThreads, 0, stream>>>(dy, x, gamma, mean, rstd, dx,
-                                                                                         rows, c);
+    layernorm_backward_dx_kernel<<<grid_for(rows, kRowsPerBlock), kThreads, 0, stream>>>(dy, x, gamma, mean, rstd, dsum,
+                                                                                         dx, rows, c);
     TG_RETURN_IF_LAUNCH_FAILED();
   }
   std::int64_t rows_per_chunk = 0, chunks = 0;
