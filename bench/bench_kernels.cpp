@@ -521,7 +521,15 @@ void run_section(Harness& h, const Sizes& z, bool large) {
     step.bias_correction1 = 0.5;
     step.bias_correction2 = 0.25;
     h.row("adam_update (AdamW)", fmt::format("[{}]", z.flat), 7 * kF * d(z.flat), 0, "7*n*4",
-          [&] { be.adam_update(p, g, m, v, step); });
+          [&] { be.adam_update(p, g, m, v, step, tg::GradClip{}); });
+    // Clipping by a global norm: on its own (read + write g, bytes = 2*n*4) and fused into the update
+    // (the Adam bytes and one more element). The norm is large, so the clip really scales.
+    Tensor norm = h.positive({1}, 1e3, 2e3);
+    Tensor g2 = h.random({z.flat}, 1e-3, 1e-1);
+    h.row("clip_by_norm", fmt::format("[{}]", z.flat), 2 * kF * d(z.flat), 0, "2*n*4",
+          [&] { be.clip_by_norm(g2, norm, 1e9); });  // limit above the norm: measures the pass, keeps g2 in range
+    h.row("adam_update + clip (fused)", fmt::format("[{}]", z.flat), kF * d(7 * z.flat + 1), 0, "(7*n + 1)*4",
+          [&] { be.adam_update(p, g, m, v, step, tg::GradClip{norm, 1.0}); });
   }
 
   // GEMMs of the linear layers y = x W^T (+ b), x [rows, in], W [out, in]:

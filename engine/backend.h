@@ -51,6 +51,14 @@ std::array<double, kAdamDeviceScalars> adam_device_scalars(const AdamStep& step)
 // sgd_update_device's scalars: (lr, 1 on the first step else 0).
 constexpr std::int64_t kSgdDeviceScalars = 2;
 
+// A global-norm clip fused into an optimizer update: the update reads each gradient as
+// g * min(1, max_norm / (norm + 1e-6)) — clip_by_norm's arithmetic, bit for bit — in its own pass, and
+// leaves the gradient buffer as it was. norm undefined: no clipping.
+struct GradClip {
+  Tensor norm;  // one element on the update's device (written there by an earlier kernel)
+  double max_norm = 0.0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -103,11 +111,12 @@ class Backend {
   // ---- flat-buffer passes (optimizers, clipping, per-parameter transforms) ----
   // Over flat buffers of equal length, in place:  g' = g + wd p (Adam) | p *= 1 - lr wd (AdamW);
   // m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;  p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps).
+  // Every update takes a GradClip: g is clipped first when clip.norm is defined.
   virtual void adam_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
-                           const AdamStep& step) = 0;
+                           const AdamStep& step, const GradClip& clip) = 0;
   // g' = g + wd p;  buf = g' (first step) or momentum buf + g';  p -= lr buf.
   virtual void sgd_update(const Tensor& param, const Tensor& grad, const Tensor& momentum_buffer, double lr,
-                          double momentum, double weight_decay, bool first_step) = 0;
+                          double momentum, double weight_decay, bool first_step, const GradClip& clip) = 0;
   // The same two updates with their step-dependent values read from `scalars` on the device instead
   // of kernel arguments, so one launch (a captured CUDA graph) serves every step. scalars: a contiguous
   // tensor of param's dtype and device, written before the step: [kAdamDeviceScalars] =
@@ -115,9 +124,10 @@ class Backend {
   // its lr and bias corrections are not used) or [kSgdDeviceScalars] = (lr, first step). Bit-identical
   // to adam_update / sgd_update given the same step.
   virtual void adam_update_device(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
-                                  const AdamStep& fixed, const Tensor& scalars) = 0;
+                                  const AdamStep& fixed, const Tensor& scalars, const GradClip& clip) = 0;
   virtual void sgd_update_device(const Tensor& param, const Tensor& grad, const Tensor& momentum_buffer,
-                                 const Tensor& scalars, double momentum, double weight_decay) = 0;
+                                 const Tensor& scalars, double momentum, double weight_decay,
+                                 const GradClip& clip) = 0;
   // x *= min(1, max_norm / (norm + 1e-6)), norm a one-element tensor on the device (no host round trip).
   virtual void clip_by_norm(const Tensor& x, const Tensor& norm, double max_norm) = 0;
   // out[s] = reduce(x[offsets[s] : offsets[s+1]]) for every segment s in one pass; x flat, out [segments].

@@ -227,9 +227,10 @@ StepStats Trainer::step(bool with_entropy) {
   if (filter_) filter_->apply(params_);
   if (config_.grad_normalize > 0) normalize_grads_per_tensor(params_, config_.grad_normalize);
   if (with_entropy) s.age_transformed = gradient_entropy(params_);  // what the optimizer gets, before clipping
-  if (config_.clip_grad_norm > 0) clip_grad_norm(params_, config_.clip_grad_norm);
+  // Clipping happens inside the optimizer's pass over the buffers (one pass, the same result).
+  const GradClip clip = config_.clip_grad_norm > 0 ? deferred_clip_grad_norm(params_, config_.clip_grad_norm) : GradClip{};
   s.lr = lr;
-  optimizer_->step(params_, s.lr);
+  optimizer_->step(params_, s.lr, clip);
   ++progress_.step;
   return s;
 }
@@ -327,8 +328,8 @@ void Trainer::device_step(std::int64_t batch, bool with_entropy, bool meta_step,
   if (filter_) filter_->apply(params_);
   if (config_.grad_normalize > 0) normalize_grads_per_tensor(params_, config_.grad_normalize);
   if (with_entropy) s.age_transformed = gradient_entropy(params_);
-  if (config_.clip_grad_norm > 0) clip_grad_norm(params_, config_.clip_grad_norm);
-  optimizer_->step_from_device(params_, step_scalars_);
+  const GradClip clip = config_.clip_grad_norm > 0 ? deferred_clip_grad_norm(params_, config_.clip_grad_norm) : GradClip{};
+  optimizer_->step_from_device(params_, step_scalars_, clip);
 }
 
 std::vector<StepStats> Trainer::read_step_stats() {

@@ -21,6 +21,11 @@ Tensor clip_grad_norm(const ParameterTable& params, double max_norm) {
   return norm;
 }
 
+GradClip deferred_clip_grad_norm(const ParameterTable& params, double max_norm) {
+  TG_CHECK(max_norm > 0, "clip_grad_norm: max norm must be positive, got {}", max_norm);
+  return GradClip{global_grad_norm(params), max_norm};
+}
+
 void normalize_grads_per_tensor(const ParameterTable& params, double c) {
   NoGradGuard no_grad;
   Backend& be = backend_for(params.device());

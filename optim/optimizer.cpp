@@ -48,6 +48,16 @@ void check_scalars(const char* optimizer, const ParameterTable& params, const Te
            dtype_name(params.dtype()), params.device().str(), scalars.defined() ? scalars.str() : "(undefined)");
 }
 
+// A GradClip's norm: one contiguous value of the parameters' dtype on their device, and a positive limit.
+void check_clip(const char* optimizer, const ParameterTable& params, const GradClip& clip) {
+  if (!clip.norm.defined()) return;
+  TG_CHECK(clip.norm.numel() == 1 && clip.norm.dtype() == params.dtype() && clip.norm.device() == params.device() &&
+               clip.norm.is_contiguous(),
+           "{} step: the clip norm must be one {} value on {}, got {}", optimizer, dtype_name(params.dtype()),
+           params.device().str(), clip.norm.str());
+  TG_CHECK(clip.max_norm > 0, "{} step: the clip limit must be positive, got {}", optimizer, clip.max_norm);
+}
+
 class Adam final : public Optimizer {
  public:
   Adam(const ParameterTable& params, AdamConfig config)
@@ -55,11 +65,12 @@ class Adam final : public Optimizer {
 
   const char* name() const override { return config_.decoupled_weight_decay ? "adamw" : "adam"; }
 
-  void step(const ParameterTable& params, double lr) override {
+  void step(const ParameterTable& params, double lr, const GradClip& clip) override {
+    check_clip("adam", params, clip);
     ++steps_;
     const AdamStep s = step_constants(lr, steps_);
     FrozenSegments frozen(params, {m_, v_});
-    backend_for(params.device()).adam_update(params.flat_values(), params.flat_grads(), m_, v_, s);
+    backend_for(params.device()).adam_update(params.flat_values(), params.flat_grads(), m_, v_, s, clip);
     frozen.restore();
     params.flat_values().storage()->bump_version();
   }
@@ -69,13 +80,15 @@ class Adam final : public Optimizer {
     return {c.begin(), c.end()};
   }
 
-  void step_from_device(const ParameterTable& params, const Tensor& scalars) override {
+  void step_from_device(const ParameterTable& params, const Tensor& scalars, const GradClip& clip) override {
     check_scalars("adam", params, scalars, kAdamDeviceScalars);
+    check_clip("adam", params, clip);
     ++steps_;
     FrozenSegments frozen(params, {m_, v_});
     // step_constants supplies the fixed fields only; lr and the bias corrections come from `scalars`.
     backend_for(params.device())
-        .adam_update_device(params.flat_values(), params.flat_grads(), m_, v_, step_constants(0.0, 1), scalars);
+        .adam_update_device(params.flat_values(), params.flat_grads(), m_, v_, step_constants(0.0, 1), scalars,
+                            clip);
     frozen.restore();
     params.flat_values().storage()->bump_version();
   }
@@ -125,22 +138,24 @@ class Sgd final : public Optimizer {
 
   std::vector<double> device_scalars(double lr) const override { return {lr, steps_ == 0 ? 1.0 : 0.0}; }
 
-  void step_from_device(const ParameterTable& params, const Tensor& scalars) override {
+  void step_from_device(const ParameterTable& params, const Tensor& scalars, const GradClip& clip) override {
     check_scalars("sgd", params, scalars, kSgdDeviceScalars);
+    check_clip("sgd", params, clip);
     FrozenSegments frozen(params, {buf_});
     backend_for(params.device())
         .sgd_update_device(params.flat_values(), params.flat_grads(), buf_, scalars, config_.momentum,
-                           config_.weight_decay);
+                           config_.weight_decay, clip);
     frozen.restore();
     params.flat_values().storage()->bump_version();
     ++steps_;
   }
 
-  void step(const ParameterTable& params, double lr) override {
+  void step(const ParameterTable& params, double lr, const GradClip& clip) override {
+    check_clip("sgd", params, clip);
     FrozenSegments frozen(params, {buf_});
     backend_for(params.device())
         .sgd_update(params.flat_values(), params.flat_grads(), buf_, lr, config_.momentum, config_.weight_decay,
-                    steps_ == 0);
+                    steps_ == 0, clip);
     frozen.restore();
     params.flat_values().storage()->bump_version();
     ++steps_;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/backend.h"
 #include "engine/parameters.h"
 
 namespace tg {
@@ -21,7 +22,10 @@ class Optimizer {
   virtual ~Optimizer() = default;
   virtual const char* name() const = 0;
   // One update of every parameter from its .grad (the table's flat gradient buffer), at learning rate lr.
-  virtual void step(const ParameterTable& params, double lr) = 0;
+  // With a GradClip (engine/backend.h) the update clips each gradient as it reads it — clip_grad_norm
+  // and the step in one pass, with the same result — and leaves .grad unclipped.
+  virtual void step(const ParameterTable& params, double lr, const GradClip& clip) = 0;
+  void step(const ParameterTable& params, double lr) { step(params, lr, GradClip{}); }
   std::int64_t steps_taken() const { return steps_; }
 
   // ---- sync-free steps ----
@@ -31,7 +35,7 @@ class Optimizer {
   virtual std::vector<double> device_scalars(double lr) const = 0;
   // One update reading those values from `scalars` (a device tensor of the parameters' dtype with
   // device_scalars().size() elements) instead of kernel arguments; counts the step like step().
-  virtual void step_from_device(const ParameterTable& params, const Tensor& scalars) = 0;
+  virtual void step_from_device(const ParameterTable& params, const Tensor& scalars, const GradClip& clip) = 0;
   // The host half of step_from_device alone, for a step whose device work a graph replay did.
   void count_replayed_step() { ++steps_; }
 

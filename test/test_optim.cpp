@@ -1,6 +1,7 @@
 // Optimizers and gradient transforms against per-element references written from torch.optim's
 // documented update rules.
 #include <catch2/catch_test_macros.hpp>
+#include <catch2/matchers/catch_matchers_string.hpp>
 
 #include <cmath>
 
@@ -107,4 +108,81 @@ TEST_CASE("global norm clipping and per-tensor normalisation", "[optim]") {
   // Direction kept.
   const auto w = values(t[0].grad());
   CHECK(std::fabs(w[0] / w[1] - g[0] / g[1]) < 1e-9 * std::fabs(g[0] / g[1]));
+}
+
+namespace {
+// Adam (coupled and decoupled decay) and SGD with momentum, host scalars and device scalars, float32,
+// with a limit that clips and one that does not: the fused clip leaves the parameters exactly as
+// clip_grad_norm followed by the step does, and the gradients unclipped.
+void check_fused_clip(Device device) {
+  for (const char* kind : {"adam", "adamw", "sgd"}) {
+    for (double max_norm : {0.05, 1e6}) {
+      for (bool device_scalars : {false, true}) {
+        CAPTURE(kind, max_norm, device_scalars);
+        auto make = [&](const ParameterTable& t) {
+          if (std::string(kind) == "sgd") return make_sgd(t, {0.9, 0.01});
+          return make_adam(t, {0.9, 0.98, 1e-8, 0.1, std::string(kind) == "adamw"});
+        };
+        auto on_device = [&](std::uint64_t seed) {
+          Rng r(seed);
+          const ParameterTable host = table(r, DType::f32);
+          ParameterTable t({{"w", {3, 5}}, {"b", {7}}}, DType::f32, device);
+          Tensor values = t.flat_values();
+          values.copy_from_(host.flat_values());
+          return t;
+        };
+        ParameterTable separate = on_device(7), fused = on_device(7);
+        auto opt_separate = make(separate), opt_fused = make(fused);
+        Rng grads(9);
+        for (int step = 0; step < 3; ++step) {
+          const double lr = 0.01 * (step + 1);
+          for (std::size_t i = 0; i < fused.size(); ++i) {  // the same fresh gradient in both tables
+            const Tensor g = random(grads, fused[i].shape(), DType::f32);
+            Tensor gf = fused[i].grad(), gs = separate[i].grad();
+            gf.copy_from_(g);
+            gs.copy_from_(g);
+          }
+          auto take_step = [&](Optimizer& opt, const ParameterTable& t, const GradClip& clip) {
+            if (!device_scalars) return opt.step(t, lr, clip);
+            const std::vector<double> sc = opt.device_scalars(lr);
+            const std::vector<float> rounded(sc.begin(), sc.end());
+            opt.step_from_device(t, Tensor::from_vector<float>(rounded, {static_cast<std::int64_t>(sc.size())}).to(device),
+                                 clip);
+          };
+          clip_grad_norm(separate, max_norm);
+          take_step(*opt_separate, separate, GradClip{});
+          const std::vector<double> raw = all(fused, true);
+          take_step(*opt_fused, fused, deferred_clip_grad_norm(fused, max_norm));
+          CHECK(all(fused, false) == all(separate, false));
+          CHECK(all(fused, true) == raw);
+          if (max_norm < 1) CHECK(all(fused, true) != all(separate, true));  // the limit did clip
+        }
+      }
+    }
+  }
+}
+}  // namespace
+
+TEST_CASE("a clip fused into the update gives the parameters of clip_grad_norm then the step, bit for bit",
+          "[optim][fused]") {
+  check_fused_clip(Device::cpu());
+}
+
+TEST_CASE("on a GPU, the fused clip gives the parameters of clip_grad_norm then the step, bit for bit",
+          "[optim][fused][cuda]") {
+  if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
+  check_fused_clip(Device::cuda(0));
+}
+
+TEST_CASE("a malformed clip is refused before the update", "[optim][errors]") {
+  Rng rng(8);
+  ParameterTable t = table(rng, DType::f32);
+  const std::vector<double> before = all(t, false);
+  auto adam = make_adam(t, {});
+  CHECK_THROWS_WITH(adam->step(t, 0.1, GradClip{Tensor::zeros({2}, DType::f32), 1.0}),
+                    Catch::Matchers::ContainsSubstring("clip norm must be one f32 value"));
+  CHECK_THROWS_WITH(adam->step(t, 0.1, GradClip{Tensor::zeros({}, DType::f32), 0.0}),
+                    Catch::Matchers::ContainsSubstring("clip limit must be positive"));
+  CHECK(all(t, false) == before);
+  CHECK(adam->steps_taken() == 0);
 }

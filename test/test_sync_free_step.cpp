@@ -217,7 +217,7 @@ TEST_CASE("device-scalar optimizer steps give the same bits as host-scalar steps
         set_grads(device, 100 + step);
         by_host->step(host, lr);
         upload(by_device->device_scalars(lr), scalars);
-        by_device->step_from_device(device, scalars);
+        by_device->step_from_device(device, scalars, GradClip{});
       }
       CHECK(values(host.flat_values()) == values(device.flat_values()));
       CHECK(by_host->steps_taken() == by_device->steps_taken());
@@ -226,7 +226,7 @@ TEST_CASE("device-scalar optimizer steps give the same bits as host-scalar steps
   }
   ParameterTable t = table(3, DType::f32);
   auto adam = make_adam(t, {});
-  CHECK_THROWS_WITH(adam->step_from_device(t, Tensor::zeros({2}, DType::f32)),
+  CHECK_THROWS_WITH(adam->step_from_device(t, Tensor::zeros({2}, DType::f32), GradClip{}),
                     ContainsSubstring("scalars must be 3 contiguous f32 values"));
 }
 

@@ -29,6 +29,8 @@ void dispatch_floating(DType dtype, const char* kernel, F&& f) {
 }
 
 template <class T> T* ptr(const Tensor& t) { return static_cast<T*>(t.raw_data()); }
+// The norm of a GradClip, or null when it clips nothing.
+template <class T> const T* clip_norm(const GradClip& clip) { return clip.norm.defined() ? ptr<const T>(clip.norm) : nullptr; }
 
 // The amplifier MLP's weights [W0, b0, ..., Wk, bk] as raw pointers and layer sizes.
 template <class T>
@@ -167,38 +169,41 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void adam_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
-                   const AdamStep& step) override {
+  void adam_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamStep& step,
+                   const GradClip& clip) override {
     dispatch_floating(param.dtype(), "adam_update", [&](auto t) {
       using T = decltype(t);
-      cpu::adam_update(ptr<T>(param), ptr<T>(grad), ptr<T>(m), ptr<T>(v), param.numel(), step);
+      cpu::adam_update(ptr<T>(param), ptr<T>(grad), ptr<T>(m), ptr<T>(v), param.numel(), step, clip_norm<T>(clip),
+                       static_cast<T>(clip.max_norm));
     });
   }
 
   void sgd_update(const Tensor& param, const Tensor& grad, const Tensor& buf, double lr, double momentum,
-                  double weight_decay, bool first_step) override {
+                  double weight_decay, bool first_step, const GradClip& clip) override {
     dispatch_floating(param.dtype(), "sgd_update", [&](auto t) {
       using T = decltype(t);
       cpu::sgd_update(ptr<T>(param), ptr<T>(grad), buf.defined() ? ptr<T>(buf) : nullptr, param.numel(),
-                      static_cast<T>(lr), static_cast<T>(momentum), static_cast<T>(weight_decay), first_step);
+                      static_cast<T>(lr), static_cast<T>(momentum), static_cast<T>(weight_decay), first_step,
+                      clip_norm<T>(clip), static_cast<T>(clip.max_norm));
     });
   }
 
   void adam_update_device(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
-                          const AdamStep& fixed, const Tensor& scalars) override {
+                          const AdamStep& fixed, const Tensor& scalars, const GradClip& clip) override {
     dispatch_floating(param.dtype(), "adam_update_device", [&](auto t) {
       using T = decltype(t);
       cpu::adam_update_device(ptr<T>(param), ptr<T>(grad), ptr<T>(m), ptr<T>(v), param.numel(), fixed,
-                              ptr<const T>(scalars));
+                              ptr<const T>(scalars), clip_norm<T>(clip), static_cast<T>(clip.max_norm));
     });
   }
 
   void sgd_update_device(const Tensor& param, const Tensor& grad, const Tensor& buf, const Tensor& scalars,
-                         double momentum, double weight_decay) override {
+                         double momentum, double weight_decay, const GradClip& clip) override {
     dispatch_floating(param.dtype(), "sgd_update_device", [&](auto t) {
       using T = decltype(t);
       cpu::sgd_update_device(ptr<T>(param), ptr<T>(grad), buf.defined() ? ptr<T>(buf) : nullptr, param.numel(),
-                             ptr<const T>(scalars), static_cast<T>(momentum), static_cast<T>(weight_decay));
+                             ptr<const T>(scalars), static_cast<T>(momentum), static_cast<T>(weight_decay),
+                             clip_norm<T>(clip), static_cast<T>(clip.max_norm));
     });
   }
 

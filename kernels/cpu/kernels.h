@@ -53,14 +53,19 @@ template <class T> void argmax_lastdim(const T* x, std::int32_t* out, std::int64
 template <class T> void count_equal(const std::int32_t* a, const std::int32_t* b, T* out, std::int64_t n);
 
 // ---- flat-buffer passes (optimizer.cpp) ----  all buffers [n]; offsets [segments + 1]
-template <class T> void adam_update(T* p, const T* g, T* m, T* v, std::int64_t n, const AdamStep& step);
+// The updates read g clipped by (clip_norm, max_norm) when clip_norm is not null (Backend's GradClip).
 template <class T>
-void sgd_update(T* p, const T* g, T* buf, std::int64_t n, T lr, T momentum, T weight_decay, bool first_step);
+void adam_update(T* p, const T* g, T* m, T* v, std::int64_t n, const AdamStep& step, const T* clip_norm, T max_norm);
+template <class T>
+void sgd_update(T* p, const T* g, T* buf, std::int64_t n, T lr, T momentum, T weight_decay, bool first_step,
+                const T* clip_norm, T max_norm);
 // The same with the step's values read from `scalars` (Backend::adam_update_device / sgd_update_device).
 template <class T>
-void adam_update_device(T* p, const T* g, T* m, T* v, std::int64_t n, const AdamStep& fixed, const T* scalars);
+void adam_update_device(T* p, const T* g, T* m, T* v, std::int64_t n, const AdamStep& fixed, const T* scalars,
+                        const T* clip_norm, T max_norm);
 template <class T>
-void sgd_update_device(T* p, const T* g, T* buf, std::int64_t n, const T* scalars, T momentum, T weight_decay);
+void sgd_update_device(T* p, const T* g, T* buf, std::int64_t n, const T* scalars, T momentum, T weight_decay,
+                       const T* clip_norm, T max_norm);
 template <class T> void clip_by_norm(T* x, std::int64_t n, T norm, T max_norm);
 template <class T>
 void segmented_reduce(ReduceOp op, const T* x, const std::int64_t* offsets, std::int64_t segments, T* out);

@@ -424,28 +424,29 @@ class CudaBackend final : public Backend {
 
   // ---- flat-buffer passes
 
-  void adam_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
-                   const AdamStep& s) override {
+  void adam_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamStep& s,
+                   const GradClip& clip) override {
     const Args args = {{"param", param}, {"grad", grad}, {"m", m}, {"v", v}};
     prepare("adam_update", args);
     check_kernel(launch_adam_update(ptr<float>(param), ptr<const float>(grad), ptr<float>(m), ptr<float>(v),
-                                    param.numel(), adam_constants(s), stream_),
+                                    param.numel(), adam_constants(s), clip_arg("adam_update", clip), stream_),
                  "adam_update", args);
   }
 
   void adam_update_device(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
-                          const AdamStep& fixed, const Tensor& scalars) override {
+                          const AdamStep& fixed, const Tensor& scalars, const GradClip& clip) override {
     const Args args = {{"param", param}, {"grad", grad}, {"m", m}, {"v", v}, {"scalars", scalars}};
     prepare("adam_update_device", args);
     TG_CHECK(scalars.numel() == kAdamDeviceScalars,
              "cuda kernel adam_update_device: scalars must hold {} values, got {}", kAdamDeviceScalars, scalars.str());
     check_kernel(launch_adam_update_device(ptr<float>(param), ptr<const float>(grad), ptr<float>(m), ptr<float>(v),
-                                           param.numel(), adam_constants(fixed), ptr<const float>(scalars), stream_),
+                                           param.numel(), adam_constants(fixed), ptr<const float>(scalars),
+                                           clip_arg("adam_update_device", clip), stream_),
                  "adam_update_device", args);
   }
 
   void sgd_update_device(const Tensor& param, const Tensor& grad, const Tensor& buf, const Tensor& scalars,
-                         double momentum, double weight_decay) override {
+                         double momentum, double weight_decay, const GradClip& clip) override {
     const Args args = {{"param", param}, {"grad", grad}, {"scalars", scalars}};
     prepare("sgd_update_device", args);
     TG_CHECK(scalars.numel() == kSgdDeviceScalars, "cuda kernel sgd_update_device: scalars must hold {} values, got {}",
@@ -459,12 +460,13 @@ class CudaBackend final : public Backend {
              "cuda kernel sgd_update_device: momentum {} needs a momentum buffer", momentum);
     check_kernel(launch_sgd_update_device(ptr<float>(param), ptr<const float>(grad), buf_ptr, param.numel(),
                                           ptr<const float>(scalars), static_cast<float>(momentum),
-                                          static_cast<float>(weight_decay), stream_),
+                                          static_cast<float>(weight_decay), clip_arg("sgd_update_device", clip),
+                                          stream_),
                  "sgd_update_device", args);
   }
 
   void sgd_update(const Tensor& param, const Tensor& grad, const Tensor& buf, double lr, double momentum,
-                  double weight_decay, bool first_step) override {
+                  double weight_decay, bool first_step, const GradClip& clip) override {
     const Args args = {{"param", param}, {"grad", grad}};
     prepare("sgd_update", args);
     float* buf_ptr = nullptr;
@@ -476,7 +478,7 @@ class CudaBackend final : public Backend {
              momentum);
     check_kernel(launch_sgd_update(ptr<float>(param), ptr<const float>(grad), buf_ptr, param.numel(),
                                    static_cast<float>(lr), static_cast<float>(momentum),
-                                   static_cast<float>(weight_decay), first_step, stream_),
+                                   static_cast<float>(weight_decay), first_step, clip_arg("sgd_update", clip), stream_),
                  "sgd_update", args);
   }
 
@@ -851,6 +853,14 @@ class CudaBackend final : public Backend {
   }
 
   // Validates the arguments of a kernel (dtype, device, contiguity) and makes this GPU current.
+  // A GradClip as the update kernels take it (its norm validated like any argument).
+  Clip clip_arg(const char* op, const GradClip& clip) {
+    if (!clip.norm.defined()) return Clip{};
+    prepare(op, {{"clip norm", clip.norm}});
+    TG_CHECK(clip.norm.numel() == 1, "cuda kernel {}: the clip norm must be one element, got {}", op, clip.norm.str());
+    return Clip{ptr<const float>(clip.norm), static_cast<float>(clip.max_norm)};
+  }
+
   void prepare(const char* op, Args args) {
     for (const Arg& a : args) {
       TG_CHECK(a.t.defined(), "cuda kernel {}: {} is undefined", op, a.name);

@@ -104,18 +104,24 @@ struct AdamConstants {
   float beta1, beta2, weight_decay, step_size /* lr / bc1 */, sqrt_bc2, eps, decay /* 1 - lr wd */;
   bool decoupled;
 };
+// Every update reads g clipped as clip_by_norm would (g * min(1, max_norm / (clip_norm[0] + 1e-6)))
+// when clip_norm (one element on the device) is not null.
+struct Clip {
+  const float* norm = nullptr;
+  float max_norm = 0.f;
+};
 cudaError_t launch_adam_update(float* p, const float* g, float* m, float* v, std::int64_t n, const AdamConstants& c,
-                               cudaStream_t stream);
+                               Clip clip, cudaStream_t stream);
 // The same update with step_size, sqrt_bc2 and decay read from `scalars` ([3] on the device, in that
 // order; c's fields of those names are not used), so a captured graph serves every step.
 cudaError_t launch_adam_update_device(float* p, const float* g, float* m, float* v, std::int64_t n,
-                                      const AdamConstants& c, const float* scalars, cudaStream_t stream);
+                                      const AdamConstants& c, const float* scalars, Clip clip, cudaStream_t stream);
 // buf may be null when momentum == 0.
 cudaError_t launch_sgd_update(float* p, const float* g, float* buf, std::int64_t n, float lr, float momentum,
-                              float weight_decay, bool first_step, cudaStream_t stream);
+                              float weight_decay, bool first_step, Clip clip, cudaStream_t stream);
 // The same with lr and the first-step flag read from `scalars` ([2] on the device: lr, first != 0).
 cudaError_t launch_sgd_update_device(float* p, const float* g, float* buf, std::int64_t n, const float* scalars,
-                                     float momentum, float weight_decay, cudaStream_t stream);
+                                     float momentum, float weight_decay, Clip clip, cudaStream_t stream);
 // x *= min(1, max_norm / (norm[0] + 1e-6)); norm: one element on the device.
 cudaError_t launch_clip_by_norm(float* x, std::int64_t n, const float* norm, float max_norm, cudaStream_t stream);
 // out[s] = the sum (of x, x^2 or -|x| ln|x|) over x[offsets[s] : offsets[s+1]]; offsets on the host [segments + 1].

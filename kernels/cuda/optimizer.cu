@@ -22,17 +22,32 @@ struct SegmentBatch {
   int count;
 };
 
+// clip_by_norm's coefficient, for an update that clips as it reads each gradient. __fmul_rn rounds
+// g * coef on its own, as the separate clip kernel stores it: a plain product could be contracted
+// with the weight-decay term into one fused multiply-add and change the last bit.
+struct ClipScale {
+  bool active;
+  float coef;
+  __device__ __forceinline__ float operator()(float g) const { return active ? __fmul_rn(g, coef) : g; }
+};
+__device__ __forceinline__ ClipScale clip_scale(Clip clip) {
+  if (clip.norm == nullptr) return ClipScale{false, 1.f};
+  const float coef = clip.max_norm / (clip.norm[0] + 1e-6f);
+  return ClipScale{coef < 1.f, coef};
+}
+
 // p, g, m, v: [n]. kDeviceScalars: step_size, sqrt_bc2 and decay come from scalars [3] (written on
 // the device before the step) instead of c; the arithmetic is the same either way.
 template <bool kDeviceScalars>
 __global__ void adam_kernel(float* p, const float* g, float* m, float* v, std::int64_t n, AdamConstants c,
-                            const float* scalars) {
+                            const float* scalars, Clip clip_arg) {
+  const ClipScale clip = clip_scale(clip_arg);
   const float step_size = kDeviceScalars ? scalars[0] : c.step_size;
   const float sqrt_bc2 = kDeviceScalars ? scalars[1] : c.sqrt_bc2;
   const float decay = kDeviceScalars ? scalars[2] : c.decay;
   for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n;
        i += std::int64_t(gridDim.x) * blockDim.x) {
-    float grad = g[i];
+    float grad = clip(g[i]);
     float param = p[i];
     if (c.decoupled) {
       param *= decay;
@@ -51,14 +66,15 @@ __global__ void adam_kernel(float* p, const float* g, float* m, float* v, std::i
 // from scalars [2] = (lr, first != 0).
 template <bool kDeviceScalars>
 __global__ void sgd_kernel(float* p, const float* g, float* buf, std::int64_t n, float lr, float momentum,
-                           float weight_decay, bool first_step, const float* scalars) {
+                           float weight_decay, bool first_step, const float* scalars, Clip clip_arg) {
+  const ClipScale clip = clip_scale(clip_arg);
   if (kDeviceScalars) {
     lr = scalars[0];
     first_step = scalars[1] != 0.f;
   }
   for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n;
        i += std::int64_t(gridDim.x) * blockDim.x) {
-    const float grad = g[i] + weight_decay * p[i];
+    const float grad = clip(g[i]) + weight_decay * p[i];
     if (momentum != 0.f) {
       const float b = first_step ? grad : momentum * buf[i] + grad;
       buf[i] = b;
@@ -113,35 +129,35 @@ SegmentBatch make_batch(const std::int64_t* host_offsets, std::int64_t first, st
 }  // namespace
 
 cudaError_t launch_adam_update(float* p, const float* g, float* m, float* v, std::int64_t n, const AdamConstants& c,
-                               cudaStream_t stream) {
+                               Clip clip, cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;
-  adam_kernel<false><<<grid_for(n, kThreads), kThreads, 0, stream>>>(p, g, m, v, n, c, nullptr);
+  adam_kernel<false><<<grid_for(n, kThreads), kThreads, 0, stream>>>(p, g, m, v, n, c, nullptr, clip);
   return cudaGetLastError();
 }
 
 cudaError_t launch_adam_update_device(float* p, const float* g, float* m, float* v, std::int64_t n,
-                                      const AdamConstants& c, const float* scalars, cudaStream_t stream) {
+                                      const AdamConstants& c, const float* scalars, Clip clip, cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;
   if (scalars == nullptr) return cudaErrorInvalidValue;
-  adam_kernel<true><<<grid_for(n, kThreads), kThreads, 0, stream>>>(p, g, m, v, n, c, scalars);
+  adam_kernel<true><<<grid_for(n, kThreads), kThreads, 0, stream>>>(p, g, m, v, n, c, scalars, clip);
   return cudaGetLastError();
 }
 
 cudaError_t launch_sgd_update(float* p, const float* g, float* buf, std::int64_t n, float lr, float momentum,
-                              float weight_decay, bool first_step, cudaStream_t stream) {
+                              float weight_decay, bool first_step, Clip clip, cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;
   if (momentum != 0.f && buf == nullptr) return cudaErrorInvalidValue;
   sgd_kernel<false><<<grid_for(n, kThreads), kThreads, 0, stream>>>(p, g, buf, n, lr, momentum, weight_decay,
-                                                                     first_step, nullptr);
+                                                                     first_step, nullptr, clip);
   return cudaGetLastError();
 }
 
 cudaError_t launch_sgd_update_device(float* p, const float* g, float* buf, std::int64_t n, const float* scalars,
-                                     float momentum, float weight_decay, cudaStream_t stream) {
+                                     float momentum, float weight_decay, Clip clip, cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;
   if ((momentum != 0.f && buf == nullptr) || scalars == nullptr) return cudaErrorInvalidValue;
   sgd_kernel<true><<<grid_for(n, kThreads), kThreads, 0, stream>>>(p, g, buf, n, 0.f, momentum, weight_decay,
-                                                                    false, scalars);
+                                                                    false, scalars, clip);
   return cudaGetLastError();
 }
 
