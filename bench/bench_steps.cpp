@@ -149,7 +149,8 @@ int main(int argc, char** argv) {
         backward(cross_entropy(t.model().forward(p.values(), ids), targets));  // the raw gradient g
         tape().clear();
         const double s = median_seconds(device, warmup, repeats, [&] {
-          (void)t.neuralgrok()->meta_step_lookahead(t.model(), p, outer_ids, outer_targets, ng.lr);
+          t.neuralgrok()->prepare_meta_step();
+          t.neuralgrok()->meta_step_lookahead(t.model(), p, outer_ids, outer_targets, ng.lr);
         });
         results.push_back({"NeuralGrok lookahead meta step alone", s});
       }

@@ -129,10 +129,29 @@ template float* Tensor::data<float>() const;
 template double* Tensor::data<double>() const;
 template std::int32_t* Tensor::data<std::int32_t>() const;
 
+// ---------------------------------------------------------------- host reads
+
+namespace {
+const char* g_host_reads_forbidden_in = nullptr;
+
+void check_host_read(const char* what, const Tensor& t) {
+  TG_CHECK(g_host_reads_forbidden_in == nullptr,
+           "{} of {} reads device values on the host inside {}, which must never wait for the device", what, t.str(),
+           g_host_reads_forbidden_in);
+}
+}  // namespace
+
+HostReadGuard::HostReadGuard(const char* scope) : previous_(g_host_reads_forbidden_in) {
+  g_host_reads_forbidden_in = scope;
+}
+HostReadGuard::~HostReadGuard() { g_host_reads_forbidden_in = previous_; }
+const char* host_reads_forbidden_in() { return g_host_reads_forbidden_in; }
+
 template <class T>
 std::vector<T> Tensor::to_vector() const {
   TG_CHECK(dtype_ == dtype_of<T>(), "to_vector<{}>: tensor {} has another dtype", dtype_name(dtype_of<T>()),
            str());
+  check_host_read("to_vector", *this);
   Tensor c = contiguous();
   std::vector<T> out(static_cast<std::size_t>(numel()));
   if (!out.empty()) backend_for(device_).copy_to_host(out.data(), c.raw_data(), out.size() * sizeof(T));
@@ -156,6 +175,7 @@ double Tensor::item() const {
 
 Tensor Tensor::to(Device device) const {
   if (device == device_) return *this;
+  if (device.is_cpu()) check_host_read("a copy to the CPU", *this);
   Tensor src = contiguous();
   Tensor out = empty(shape_, dtype_, device);
   const std::size_t nbytes = static_cast<std::size_t>(numel()) * dtype_size(dtype_);

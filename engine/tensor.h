@@ -119,4 +119,22 @@ class Tensor {
 void set_poison_new_tensors(bool on);
 bool poison_new_tensors();
 
+// Inside a sync-free training step nothing may read tensor values on the host: on a GPU every such
+// read waits for the device and cannot be captured in a CUDA graph. While a HostReadGuard is alive,
+// to_vector, item and copies to the CPU throw an error naming the scope — on every device, so that
+// tests on the CPU prove a step would never wait for a GPU. Scoped like NoGradGuard (the engine is
+// single-threaded).
+class HostReadGuard {
+ public:
+  explicit HostReadGuard(const char* scope);
+  ~HostReadGuard();
+  HostReadGuard(const HostReadGuard&) = delete;
+  HostReadGuard& operator=(const HostReadGuard&) = delete;
+
+ private:
+  const char* previous_;
+};
+// The innermost live HostReadGuard's scope, or nullptr when host reads are allowed.
+const char* host_reads_forbidden_in();
+
 }  // namespace tg

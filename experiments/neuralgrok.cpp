@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "engine/backend.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/safetensors.h"
@@ -55,31 +56,66 @@ void NeuralGrok::transform(const ParameterTable& params) const {
   grads.copy_from_(amplified);
 }
 
-double NeuralGrok::meta_step_lookahead(const Model& model, const ParameterTable& params, const Tensor& outer_ids,
-                                       const Tensor& outer_targets, double lookahead_lr) {
+void NeuralGrok::prepare_meta_step() {
+  const std::vector<double> scalars = amp_optimizer_->device_scalars(config_.amp_lr);
+  const DType dtype = amp_params_.dtype();
+  if (!amp_step_scalars_.defined()) {
+    amp_step_scalars_ = Tensor::zeros({static_cast<std::int64_t>(scalars.size())}, dtype, amp_params_.device());
+  }
+  Backend& be = backend_for(amp_params_.device());
+  if (dtype == DType::f64) {
+    be.copy_from_host_async(amp_step_scalars_.raw_data(), scalars.data(), scalars.size() * sizeof(double));
+  } else {
+    const std::vector<float> rounded(scalars.begin(), scalars.end());  // as the kernels round host scalars
+    be.copy_from_host_async(amp_step_scalars_.raw_data(), rounded.data(), rounded.size() * sizeof(float));
+  }
+  amp_step_scalars_.storage()->bump_version();
+}
+
+void NeuralGrok::meta_step_lookahead(const Model& model, const ParameterTable& params, const Tensor& outer_ids,
+                                     const Tensor& outer_targets, double lookahead_lr) {
+  TG_CHECK(amp_step_scalars_.defined(), "NeuralGrok meta step {}: prepare_meta_step() was not called",
+           meta_steps_ + 1);
   tape().clear();
   // theta' = theta - lr * G_phi(g), with theta and g constants: only phi is differentiated.
   const Tensor g = params.flat_grads().clone();
   const Tensor amplified = amplifier_->apply(amp_params_.values(), g, segments_);
   const Tensor theta_flat = sub(params.flat_values(), scale(amplified, lookahead_lr));
-  return outer_loss_and_meta_step(model, split_flat(theta_flat, params, segments_), outer_ids, outer_targets);
+  outer_loss_and_meta_step(model, split_flat(theta_flat, params, segments_), outer_ids, outer_targets, true);
 }
 
-double NeuralGrok::outer_loss_and_meta_step(const Model& model, const TensorList& theta, const Tensor& outer_ids,
-                                            const Tensor& outer_targets) {
+void NeuralGrok::count_replayed_meta_step() {
+  amp_optimizer_->count_replayed_step();
+  ++meta_steps_;
+}
+
+double NeuralGrok::last_outer_loss() const { return last_outer_loss_.defined() ? last_outer_loss_.item() : 0.0; }
+
+void NeuralGrok::check_outer_loss() const { check_outer_loss_of(meta_steps_); }
+
+void NeuralGrok::check_outer_loss_of(std::int64_t meta_step) const {
+  if (!last_outer_loss_.defined()) return;
+  const double loss = last_outer_loss_.item();
+  TG_CHECK(std::isfinite(loss), "NeuralGrok meta step {}: the outer loss is {}", meta_step, loss);
+}
+
+void NeuralGrok::outer_loss_and_meta_step(const Model& model, const TensorList& theta, const Tensor& outer_ids,
+                                          const Tensor& outer_targets, bool device_scalars) {
   const Tensor loss = cross_entropy(model.forward(theta, outer_ids), outer_targets);
-  last_outer_loss_ = loss.item();
-  TG_CHECK(std::isfinite(last_outer_loss_), "NeuralGrok meta step {}: the outer loss is {}", meta_steps_ + 1,
-           last_outer_loss_);
+  last_outer_loss_ = loss.detach();
+  if (!device_scalars) check_outer_loss_of(meta_steps_ + 1);  // a synchronising path: refuse before phi moves
   const TensorList grads = grad({loss}, amp_params_.values());
   tape().clear();
   for (std::size_t i = 0; i < grads.size(); ++i) {
     Tensor slot = amp_params_[i].grad();
     slot.copy_from_(grads[i]);
   }
-  amp_optimizer_->step(amp_params_, config_.amp_lr);
+  if (device_scalars) {
+    amp_optimizer_->step_from_device(amp_params_, amp_step_scalars_, GradClip{});
+  } else {
+    amp_optimizer_->step(amp_params_, config_.amp_lr);
+  }
   ++meta_steps_;
-  return last_outer_loss_;
 }
 
 // ---------------------------------------------------------------- unrolled
@@ -187,7 +223,7 @@ InnerStepStats NeuralGrok::unrolled_step(const Model& model, const ParameterTabl
   }
 
   if (window_.steps == config_.meta_every) {
-    outer_loss_and_meta_step(model, window_.theta, outer_ids, outer_targets);
+    outer_loss_and_meta_step(model, window_.theta, outer_ids, outer_targets, false);
     tape().clear();
     window_ = Window{};
   }

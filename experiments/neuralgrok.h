@@ -40,14 +40,23 @@ class NeuralGrok {
   Optimizer& amp_optimizer() { return *amp_optimizer_; }
   bool updates_amplifier() const { return !config_.amp_frozen; }
   std::int64_t meta_steps() const { return meta_steps_; }
-  double last_outer_loss() const { return last_outer_loss_; }
+  // L_outer of the last meta step. It stays on the device until asked for: reading it waits for the
+  // device, so the sync-free step never does; check_outer_loss() throws when it is not finite.
+  double last_outer_loss() const;
+  void check_outer_loss() const;
 
   // ---- lookahead mode (and frozen amplifiers): the trainer runs a normal step and calls these ----
   // g' = G_phi(g) for the model's flat gradient buffer, in place, not recorded.
   void transform(const ParameterTable& params) const;
-  // One amplifier update from the current (raw) flat gradient and the outer set. Returns L_outer.
-  double meta_step_lookahead(const Model& model, const ParameterTable& params, const Tensor& outer_ids,
-                             const Tensor& outer_targets, double lookahead_lr);
+  // One amplifier update from the current (raw) flat gradient and the outer set. Reads nothing on the
+  // host: L_outer stays on the device (last_outer_loss), and the amplifier's Adam takes its step's
+  // values from a device tensor uploaded by prepare_meta_step() — call that first, outside any CUDA
+  // graph capture, so that one captured meta step serves every later one.
+  void prepare_meta_step();
+  void meta_step_lookahead(const Model& model, const ParameterTable& params, const Tensor& outer_ids,
+                           const Tensor& outer_targets, double lookahead_lr);
+  // The host half of a meta step whose device work a graph replay did (its counters).
+  void count_replayed_meta_step();
 
   // ---- unrolled mode: the whole inner step runs here, recorded on the tape ----
   // One inner step of the current window (starting a window if none is open): loss, recorded gradient,
@@ -69,8 +78,11 @@ class NeuralGrok {
                        const std::string& path);
 
  private:
-  double outer_loss_and_meta_step(const Model& model, const TensorList& theta, const Tensor& outer_ids,
-                                  const Tensor& outer_targets);
+  // L_outer at theta, its gradient into the amplifier's .grad, and the amplifier's Adam step (from
+  // host scalars, or with device_scalars from amp_step_scalars_).
+  void outer_loss_and_meta_step(const Model& model, const TensorList& theta, const Tensor& outer_ids,
+                                const Tensor& outer_targets, bool device_scalars);
+  void check_outer_loss_of(std::int64_t meta_step) const;
 
   TrainConfig config_;
   std::unique_ptr<Amplifier> amplifier_;
@@ -78,7 +90,8 @@ class NeuralGrok {
   std::unique_ptr<Optimizer> amp_optimizer_;
   std::vector<Segment> segments_;  // the model's parameters in its flat buffers
   std::int64_t meta_steps_ = 0;
-  double last_outer_loss_ = 0;
+  Tensor last_outer_loss_;    // [] on the device; undefined before the first meta step
+  Tensor amp_step_scalars_;   // the amplifier Adam's per-step values (Optimizer::device_scalars)
 
   // The open unrolled window.
   struct Window {

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <optional>
 
 #include "engine/backend.h"
 #include "engine/error.h"
@@ -170,10 +171,9 @@ std::string Trainer::sync_free_notice() const {
                        "replayed from a graph; steps run eagerly without waiting for the device",
                        device_.str());
   }
-  std::string eager = "the first step of each batch size and steps that end in an evaluation (AGE is read on the host)";
+  std::string eager = "the first steps of each batch size and steps that end in an evaluation (AGE is read on the host)";
   if (neuralgrok_ && neuralgrok_->updates_amplifier()) {
-    eager += fmt::format(", and every {}th step (NeuralGrok's meta step reads its outer loss on the host)",
-                         config_.meta_every);
+    eager += fmt::format("; every {}th step, with NeuralGrok's meta step, replays a graph of its own", config_.meta_every);
   }
   return fmt::format("--cuda-graph on {}: each step replays a captured CUDA graph, except (eager): {}", device_.str(),
                      eager);
@@ -220,7 +220,9 @@ StepStats Trainer::step(bool with_entropy) {
     // Every T-th step, the amplifier first learns from this step's raw gradient (lookahead), then
     // rewrites the gradient with its updated parameters.
     if (neuralgrok_->updates_amplifier() && (progress_.step + 1) % config_.meta_every == 0) {
+      neuralgrok_->prepare_meta_step();
       neuralgrok_->meta_step_lookahead(*model_, params_, outer_ids_, outer_targets_, config_.lr);
+      neuralgrok_->check_outer_loss();
     }
     neuralgrok_->transform(params_);
   }
@@ -237,8 +239,8 @@ StepStats Trainer::step(bool with_entropy) {
 
 // ---------------------------------------------------------------- sync-free steps
 
-bool Trainer::replayable(bool with_entropy, bool meta_step) const {
-  if (with_entropy || meta_step) return false;  // both read values on the host mid-step
+bool Trainer::replayable(bool with_entropy) const {
+  if (with_entropy) return false;  // AGE is read on the host mid-step
   return !filter_ || filter_->replayable();
 }
 
@@ -266,23 +268,25 @@ StepStats Trainer::step_sync_free(bool with_entropy) {
 
   const bool meta_step = neuralgrok_ && neuralgrok_->updates_amplifier() &&
                          (progress_.step + 1) % config_.meta_every == 0;
+  if (meta_step) neuralgrok_->prepare_meta_step();  // the amplifier Adam's values, to the device like ours
   StepStats s;
   s.examples = n;
   s.lr = lr;
   s.on_device = true;
   s.loss = s.accuracy = s.grad_norm = std::numeric_limits<double>::quiet_NaN();
-  if (use_graphs_ && replayable(with_entropy, meta_step)) {
-    ShapeGraph& g = graphs_[n];
+  if (use_graphs_ && replayable(with_entropy)) {
+    ShapeGraph& g = graphs_[{n, meta_step}];
     if (g.graph.defined()) {
       g.graph.replay();
       // The host half of the captured step: the counters its host code advanced once, at capture.
       optimizer_->count_replayed_step();
       if (filter_) filter_->count_replayed_step();
+      if (meta_step) neuralgrok_->count_replayed_meta_step();
     } else if (g.eager_steps >= kEagerStepsPerShape) {
-      g.graph = CapturedGraph::capture(device_, [&] { device_step(n, false, false, s); });
+      g.graph = CapturedGraph::capture(device_, [&] { device_step(n, false, meta_step, s); });
       g.graph.replay();  // capturing only recorded this step's work
     } else {
-      device_step(n, false, false, s);
+      device_step(n, false, meta_step, s);
       ++g.eager_steps;
     }
   } else {
@@ -294,6 +298,9 @@ StepStats Trainer::step_sync_free(bool with_entropy) {
 }
 
 void Trainer::device_step(std::int64_t batch, bool with_entropy, bool meta_step, StepStats& s) {
+  // AGE (with_entropy) is read on the host by design: those steps are the eager, synchronising ones.
+  std::optional<HostReadGuard> no_host_reads;
+  if (!with_entropy) no_host_reads.emplace("a sync-free training step");
   const Tensor ids = batch_ids_.as_strided({batch, data_.seq_len}, {data_.seq_len, 1}, 0);  // [B, S]
   const Tensor targets = batch_targets_.as_strided({batch}, {1}, 0);                        // [B]
   tape().clear();
@@ -322,7 +329,10 @@ void Trainer::device_step(std::int64_t batch, bool with_entropy, bool meta_step,
 
   if (with_entropy) s.age_raw = gradient_entropy(params_);
   if (neuralgrok_) {
-    if (meta_step) neuralgrok_->meta_step_lookahead(*model_, params_, outer_ids_, outer_targets_, config_.lr);
+    if (meta_step) {
+      IdsCheckedGuard checked;  // the outer set is part of the dataset the constructor checked
+      neuralgrok_->meta_step_lookahead(*model_, params_, outer_ids_, outer_targets_, config_.lr);
+    }
     neuralgrok_->transform(params_);
   }
   if (filter_) filter_->apply(params_);
@@ -337,6 +347,9 @@ std::vector<StepStats> Trainer::read_step_stats() {
   if (!sync_free_) return out;
   const std::vector<StepStatsRing::Row> rows = stats_.read();
   if (rows.empty()) return out;
+  // NeuralGrok's last outer loss, checked here like the steps' losses (a non-finite one earlier would
+  // have reached the model's loss through the amplifier by now).
+  if (neuralgrok_) neuralgrok_->check_outer_loss();
   const std::int64_t first = rows.front().step, last = rows.back().step;
   for (const StepStatsRing::Row& r : rows) {
     // The checks of the normal step, made when the values reach the host.

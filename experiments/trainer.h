@@ -106,9 +106,10 @@ class Trainer {
   StepStats step_sync_free(bool with_entropy);
   // The device work of a sync-free step on the first `batch` rows of the input buffers: forward,
   // backward, statistics into stats_.slot(), gradient method, transforms, optimizer update. On a GPU
-  // this is what a CUDA graph captures (then with_entropy and meta_step are false).
+  // this is what a CUDA graph captures (then with_entropy is false). Runs under a HostReadGuard unless
+  // with_entropy: it never reads a value on the host.
   void device_step(std::int64_t batch, bool with_entropy, bool meta_step, StepStats& s);
-  bool replayable(bool with_entropy, bool meta_step) const;
+  bool replayable(bool with_entropy) const;
 
   TrainConfig config_;
   Device device_;
@@ -135,7 +136,9 @@ class Trainer {
     std::int64_t eager_steps = 0;  // replayable steps run eagerly so far (the warm-up)
     CapturedGraph graph;
   };
-  std::map<std::int64_t, ShapeGraph> graphs_;  // by batch size: the full one and an epoch's partial last batch
+  // By (batch size, meta step): the full batch and an epoch's partial last one, each with and without
+  // NeuralGrok's meta step.
+  std::map<std::pair<std::int64_t, bool>, ShapeGraph> graphs_;
 };
 
 // Loads a run's config from a checkpoint's metadata (for `--resume`).

@@ -179,6 +179,25 @@ TEST_CASE("graph capture needs a CUDA device", "[graph][errors]") {
   CHECK_THROWS_WITH(none.replay(), ContainsSubstring("no graph was captured"));
 }
 
+TEST_CASE("a HostReadGuard turns every host read into an error naming its scope", "[graph][errors]") {
+  const Tensor x = Tensor::full({2}, 1.5, DType::f32);
+  {
+    HostReadGuard outer("a test scope");
+    CHECK_THROWS_WITH(x.to_vector<float>(), ContainsSubstring("inside a test scope, which must never wait"));
+    CHECK_THROWS_WITH(sum(x).item(), ContainsSubstring("to_vector of [] f32 cpu"));
+    {
+      HostReadGuard inner("an inner scope");
+      CHECK_THROWS_WITH(x.item(), ContainsSubstring("has 2 elements"));  // the shape check comes first
+      CHECK_THROWS_WITH(sum(x).item(), ContainsSubstring("inside an inner scope"));
+    }
+    CHECK(std::string(host_reads_forbidden_in()) == "a test scope");
+    // Device work without a host read is fine.
+    CHECK_NOTHROW(add(x, x));
+  }
+  CHECK(host_reads_forbidden_in() == nullptr);
+  CHECK(sum(x).item() == 3.0);
+}
+
 TEST_CASE("count_equal counts agreeing ids exactly, into a floating tensor", "[graph][ops]") {
   const Tensor a = Tensor::from_vector(std::vector<std::int32_t>{1, 2, 3, 4, 5, 6}, {2, 3});
   const Tensor b = Tensor::from_vector(std::vector<std::int32_t>{1, 0, 3, 4, 0, 6}, {2, 3});
