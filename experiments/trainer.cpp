@@ -376,21 +376,42 @@ EvalStats Trainer::evaluate(const std::vector<std::int64_t>& examples) const {
   NoGradGuard no_grad;
   EvalStats e;
   constexpr std::size_t kChunk = 4096;
-  double loss_sum = 0;
-  std::int64_t correct = 0;
-  for (std::size_t at = 0; at < examples.size(); at += kChunk) {
-    std::vector<std::int64_t> chunk(examples.begin() + static_cast<std::ptrdiff_t>(at),
-                                    examples.begin() + static_cast<std::ptrdiff_t>(std::min(at + kChunk, examples.size())));
-    Tensor ids, targets;
-    gather_examples(data_, chunk, device_, ids, targets);
-    Tensor logits = model_->forward(params_.values(), ids);
-    loss_sum += cross_entropy(logits, targets).item() * static_cast<double>(chunk.size());
-    correct += count_correct(logits, targets);
+  // Each chunk's mean loss and correct count stay on the device, [loss, correct] per chunk, and reach
+  // the host in one read at the end (the normal step's sums, in the same order). Sync-free runs
+  // check that nothing else is read, and skip the ops' id checks (the dataset was checked once).
+  TensorList per_chunk;
+  {
+    std::optional<HostReadGuard> no_host_reads;
+    std::optional<IdsCheckedGuard> ids_checked;
+    if (sync_free_) {
+      no_host_reads.emplace("an evaluation");
+      ids_checked.emplace();
+    }
+    for (std::size_t at = 0; at < examples.size(); at += kChunk) {
+      std::vector<std::int64_t> chunk(examples.begin() + static_cast<std::ptrdiff_t>(at),
+                                      examples.begin() + static_cast<std::ptrdiff_t>(std::min(at + kChunk, examples.size())));
+      Tensor ids, targets;
+      gather_examples(data_, chunk, device_, ids, targets);
+      Tensor logits = model_->forward(params_.values(), ids);  // [n, V]
+      per_chunk.push_back(reshape(cross_entropy(logits, targets), {1}));
+      per_chunk.push_back(reshape(count_equal(argmax(logits), targets, dtype_), {1}));
+    }
   }
   e.examples = static_cast<std::int64_t>(examples.size());
   if (e.examples > 0) {
+    const Tensor both = concat(per_chunk, 0);  // [2 * chunks]
+    const std::vector<double> v = dtype_ == DType::f64 ? both.to_vector<double>() : [&] {
+      const std::vector<float> f = both.to_vector<float>();
+      return std::vector<double>(f.begin(), f.end());
+    }();
+    double loss_sum = 0, correct = 0;
+    for (std::size_t k = 0; 2 * k < v.size(); ++k) {
+      const std::size_t at = k * kChunk;
+      loss_sum += v[2 * k] * static_cast<double>(std::min(kChunk, examples.size() - at));
+      correct += v[2 * k + 1];
+    }
     e.loss = loss_sum / static_cast<double>(e.examples);
-    e.accuracy = static_cast<double>(correct) / static_cast<double>(e.examples);
+    e.accuracy = correct / static_cast<double>(e.examples);
   }
   return e;
 }
