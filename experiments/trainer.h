@@ -15,14 +15,13 @@
 // for the device. The batch is uploaded into fixed input buffers and the optimizer's per-step values
 // (lr, bias corrections) into a small device tensor, both before the device work; loss, correct
 // predictions and raw gradient norm are written on the device (experiments/step_stats_ring.h) and
-// read, and checked for divergence, only when the trainer logs. On a GPU the device work of a step is
-// captured once per batch size as a CUDA graph (engine/captured_graph.h) and replayed; eager instead:
-// the first step of each batch size (it initialises cuBLAS and the allocator's cache), steps that end
-// in an evaluation (their AGE metrics are read on the host), NeuralGrok's meta steps (a second graph
-// would gain little every T steps, and the meta step reads its outer loss on the host), and every
-// grokfast-ma step (its window slot moves each step). --meta-grad unrolled keeps the normal,
-// synchronising step. On the CPU every sync-free step runs eagerly. Results are bit-identical to the
-// normal mode on the same device.
+// read, and checked for divergence, only when the trainer logs; a HostReadGuard makes any host read
+// inside the step an error, on every device. On a GPU the device work of a step is captured once per
+// (batch size, NeuralGrok meta step or not) as a CUDA graph (engine/captured_graph.h) and replayed;
+// eager instead: the first step of each kind (it initialises cuBLAS and the allocator's cache), steps
+// that end in an evaluation (their AGE metrics are read on the host), and every grokfast-ma step (its
+// window slot moves each step). --meta-grad unrolled keeps the normal, synchronising step. On the CPU
+// every sync-free step runs eagerly. Results are bit-identical to the normal mode on the same device.
 #pragma once
 
 #include <map>
