@@ -114,6 +114,7 @@ int main(int argc, char** argv) {
       };
       std::vector<std::pair<std::string, double>> results;
       TrainConfig c = base_config(device.str(), sizes);
+      const TrainConfig c0 = c;
       // The baseline every other row is a multiple of.
       results.push_back(time_steps("standard Adam step", c));
       // Grokfast's EMA filter (alpha 0.98, lambda 2) on the gradient, then Adam.
@@ -164,6 +165,23 @@ int main(int argc, char** argv) {
         });
         results.push_back({fmt::format("NeuralGrok step, {} meta (T 4, amortised)", mode), block / 4});
       }
+      // Sync-free steps (--cuda-graph) as a run takes them: blocks of 16 back-to-back steps with no
+      // wait between them (the statistics ring is read when full, as in training), per step. On a GPU
+      // the warm-up covers the eager first steps and the graph captures; on the CPU they run eagerly.
+      auto time_sync_free = [&](const std::string& name, TrainConfig cfg) {
+        cfg.device = device.str();
+        cfg.cuda_graph = true;
+        Trainer t(cfg);
+        constexpr int kBlock = 16;
+        for (int k = 0; k < 8; ++k) t.step();  // eager steps and captures (both kinds of NeuralGrok step)
+        const double block = median_seconds(device, 1, std::max(3, repeats / 3), [&] {
+          for (int k = 0; k < kBlock; ++k) t.step();
+        });
+        return std::pair<std::string, double>{name, block / kBlock};
+      };
+      results.push_back(time_sync_free("standard Adam step, --cuda-graph", c0));
+      ng.meta_grad = "lookahead";
+      results.push_back(time_sync_free("NeuralGrok step, lookahead (T 4), --cuda-graph", ng));
       const double base = results[0].second;
       for (const auto& [name, s] : results) rows.push_back({"train", name, 1e3 * s, s / base});
     }

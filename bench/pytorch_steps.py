@@ -29,7 +29,13 @@ The official code also recomputes the inner gradient on its copy (one more forwa
 the batch) before the look-ahead; these rows use the step's own gradient instead, as tapegrok does,
 so both sides do the same arithmetic.
 
+With --time-to-95 it times a whole run instead: NeuralGrok on a+b mod 97 the official code's way
+(50% train / 50% test, the train part 49:1 into inner and outer sets, warm-up over 10 updates, the
+deepcopy meta step every 4th step, test accuracy after every epoch) until the test accuracy reaches
+95%, or --max-steps; one row with the wall seconds and the steps taken.
+
 usage: pytorch_steps.py [--device cpu|cuda] [--threads N] [--repeats N] [--warmup N] [--json FILE] [--tiny]
+                        [--time-to-95 [--max-steps N]]
 --tiny: 1 layer, width 32, batch 64, amplifier (8, 8): a smoke run of a few seconds."""
 
 import argparse
@@ -297,6 +303,52 @@ class Bench:
                      repeats=max(3, self.args.repeats // 3), warmup=1, per_call=T)
 
 
+def time_to_95(bench, max_steps):
+    """NeuralGrok, the official code's loop, on a+b mod 97 until 95% test accuracy (or max_steps):
+    a row with the wall seconds (evaluation included) and the steps taken."""
+    z, dev = bench.sizes, bench.dev
+    gen = torch.Generator().manual_seed(0)
+    a = torch.arange(P).repeat_interleave(P - 1)
+    b = torch.arange(1, P).repeat(P)
+    ids = torch.stack([a, b, torch.full_like(a, P), torch.full_like(a, P + 1)], 1).to(dev)
+    targets = ((a + b) % P).to(dev)
+    perm = torch.randperm(EXAMPLES, generator=gen).to(dev)
+    train, test = perm[:EXAMPLES // 2], perm[EXAMPLES // 2:]
+    outer, inner = train[:z.outer], train[z.outer:]
+    bench.outer_ids, bench.outer_targets = ids[outer], targets[outer]
+    model, opt = bench.model_and_adam()
+    amp, aopt = bench.amplifier_and_adam()
+    warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda update: min(update / 10, 1))
+
+    def test_accuracy():
+        with torch.no_grad():
+            correct = sum(int((model(ids[c]).argmax(-1) == targets[c]).sum()) for c in test.split(4096))
+        return correct / len(test)
+
+    if dev.startswith("cuda"):
+        torch.cuda.synchronize()
+    start, step, acc = time.perf_counter(), 0, 0.0
+    while step < max_steps and acc < 0.95:
+        order = inner[torch.randperm(len(inner), generator=gen).to(dev)]
+        for batch in order.split(z.batch):
+            bench.ids, bench.targets = ids[batch], targets[batch]
+            bench.forward_backward(model, opt)
+            if step % T == T - 1:  # the meta step uses this step's raw gradient
+                grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+                bench.meta_official(model, amp, aopt, grads)
+            bench.amplify_and_clip(model, amp)
+            opt.step()
+            warmup.step()
+            step += 1
+            if step >= max_steps:
+                break
+        acc = test_accuracy()  # after every epoch, as the official code logs
+    seconds = time.perf_counter() - start
+    return {"name": "NeuralGrok a+b mod 97 to 95% test accuracy, official code", "seconds": seconds, "steps": step,
+            "test_acc": acc, "reached": acc >= 0.95, "ms": None,
+            "note": f"{step} steps, test accuracy {acc:.4f}" + ("" if acc >= 0.95 else " (95% not reached)")}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -305,6 +357,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--json", default="")
     ap.add_argument("--tiny", action="store_true", help="1 layer, width 32, batch 64, amplifier (8, 8)")
+    ap.add_argument("--time-to-95", action="store_true", help="time a NeuralGrok run to 95%% test accuracy instead")
+    ap.add_argument("--max-steps", type=int, default=20000, help="with --time-to-95: stop here if 95%% is not reached")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -314,13 +368,19 @@ def main():
     on_device = (torch.device(args.device) if args.device != "cpu" and hasattr(torch, "set_default_device")
                  else contextlib.nullcontext())
     with on_device:
-        for row in (bench.plain, bench.compiled, bench.grokfast_ema, bench.neuralgrok_inner, bench.neuralgrok_meta,
-                    bench.neuralgrok_amortised):
-            row()
+        if args.time_to_95:
+            bench.rows.append(time_to_95(bench, args.max_steps))
+        else:
+            for row in (bench.plain, bench.compiled, bench.grokfast_ema, bench.neuralgrok_inner, bench.neuralgrok_meta,
+                        bench.neuralgrok_amortised):
+                row()
 
     config = bench.sizes.describe()
     print(f"PyTorch {torch.__version__} on {args.device}, {torch.get_num_threads()} threads — {config}")
     for r in bench.rows:
+        if "seconds" in r:
+            print(f"  {r['name']:64s} {r['seconds']:>10.2f} s   {r.get('note', '')}")
+            continue
         ms = "n/a" if r["ms"] is None else f"{r['ms']:.2f}"
         print(f"  {r['name']:64s} {ms:>10} ms  {r.get('note', '')}")
     if args.json:
