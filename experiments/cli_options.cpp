@@ -38,7 +38,7 @@ void add_training_options(ConfigOptions& o, TrainConfig& c, CLI::App* app) {
   o.add("--grad-normalize", &TrainConfig::grad_normalize, "per-tensor g' = c g / ||g|| with this c (0: off)");
   o.add("--cuda-graph", &TrainConfig::cuda_graph,
         "sync-free steps: statistics stay on the device until logged; on a GPU each step replays one captured "
-        "CUDA graph (same results)");
+        "CUDA graph (same results); --cuda-graph=false turns it off, e.g. when resuming a run that had it");
   o.add("--eval-every", &TrainConfig::eval_every, "evaluate every N steps (0: every epoch)");
   o.add("--stop-at-test-acc", &TrainConfig::stop_at_test_acc, "end once test accuracy reaches this (0: never)");
   o.add("--checkpoint-every", &TrainConfig::checkpoint_every, "also checkpoint every N steps (0: only at the end)");

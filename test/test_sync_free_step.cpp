@@ -16,6 +16,7 @@
 #include "engine/backend.h"
 #include "engine/captured_graph.h"
 #include "engine/error.h"
+#include "experiments/cli.h"
 #include "experiments/trainer.h"
 #include "optim/optimizer.h"
 #include "run_support.h"
@@ -412,4 +413,25 @@ TEST_CASE("on a GPU, replayed CUDA graphs reproduce the eager run bit for bit", 
     CHECK(flat(a) == flat(b));
     CHECK(optimizer_state(a) == optimizer_state(b));
   }
+}
+
+TEST_CASE("--cuda-graph=false switches sync-free steps off when resuming a run that had them", "[graph][cli]") {
+  const std::string dir = fresh_temp_dir("cli_resume");
+  auto run = [](std::vector<std::string> args) {
+    args.insert(args.begin(), "tapegrok");
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    return run_cli(static_cast<int>(argv.size()), argv.data());
+  };
+  const std::vector<std::string> tiny = {"--task", "a+b", "--layers", "1", "--width", "32", "--batch-size", "64",
+                                         "--no-progress", "--run-dir", dir};
+  std::vector<std::string> first = {"train", "--steps", "6", "--cuda-graph"};
+  first.insert(first.end(), tiny.begin(), tiny.end());
+  REQUIRE(run(first) == 0);
+  CHECK(nlohmann::json::parse(read_file(dir + "/config.json"))["cuda_graph"] == true);
+  std::vector<std::string> second = {"train", "--resume", dir + "/checkpoint.safetensors", "--steps", "10",
+                                     "--cuda-graph=false", "--no-progress", "--run-dir", dir};
+  REQUIRE(run(second) == 0);
+  CHECK(nlohmann::json::parse(read_file(dir + "/config.json"))["cuda_graph"] == false);
+  CHECK(nlohmann::json::parse(read_file(dir + "/summary.json"))["step"] == 10);
 }
