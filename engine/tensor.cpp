@@ -129,6 +129,28 @@ template float* Tensor::data<float>() const;
 template double* Tensor::data<double>() const;
 template std::int32_t* Tensor::data<std::int32_t>() const;
 
+// ---------------------------------------------------------------- kernel layouts
+
+KernelLayout kernel_layout(const Tensor& t, const char* op) {
+  KernelLayout v;
+  for (std::int64_t d = 0; d < t.dim(); ++d) {
+    const std::int64_t size = t.shape()[static_cast<std::size_t>(d)];
+    const std::int64_t stride = t.strides()[static_cast<std::size_t>(d)];
+    if (size == 1) continue;  // its stride is irrelevant
+    if (v.rank > 0 && v.strides[v.rank - 1] == stride * size) {
+      v.shape[v.rank - 1] *= size;
+      v.strides[v.rank - 1] = stride;
+      continue;
+    }
+    TG_CHECK(v.rank < kMaxKernelDims, "{}: {} with strides {} has more than {} dimensions that cannot be merged", op,
+             t.str(), shape_str(t.strides()), kMaxKernelDims);
+    v.shape[v.rank] = size;
+    v.strides[v.rank] = stride;
+    ++v.rank;
+  }
+  return v;
+}
+
 // ---------------------------------------------------------------- host reads
 
 namespace {

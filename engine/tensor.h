@@ -119,6 +119,18 @@ class Tensor {
 void set_poison_new_tensors(bool on);
 bool poison_new_tensors();
 
+// A tensor's memory as kernels walk it: size-1 dimensions dropped, and each dimension merged into the
+// one before it where the two are contiguous with each other, so most views become one or two flat
+// loops (both backends' elementwise kernels read operands this way). More than kMaxKernelDims
+// dimensions left after merging is an error naming `op`.
+constexpr int kMaxKernelDims = 8;
+struct KernelLayout {
+  int rank = 0;
+  std::int64_t shape[kMaxKernelDims] = {};
+  std::int64_t strides[kMaxKernelDims] = {};
+};
+KernelLayout kernel_layout(const Tensor& t, const char* op);
+
 // Inside a sync-free training step nothing may read tensor values on the host: on a GPU every such
 // read waits for the device and cannot be captured in a CUDA graph. While a HostReadGuard is alive,
 // to_vector, item and copies to the CPU throw an error naming the scope — on every device, so that

@@ -415,7 +415,7 @@ TEST_CASE("on a GPU, replayed CUDA graphs reproduce the eager run bit for bit", 
   }
 }
 
-TEST_CASE("--cuda-graph=false switches sync-free steps off when resuming a run that had them", "[graph][cli]") {
+TEST_CASE("resuming a sync-free run with --cuda-graph=false switches its sync-free steps off", "[graph][cli]") {
   const std::string dir = fresh_temp_dir("cli_resume");
   auto run = [](std::vector<std::string> args) {
     args.insert(args.begin(), "tapegrok");

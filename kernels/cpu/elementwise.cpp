@@ -9,26 +9,6 @@
 
 namespace tg::cpu {
 
-StridedView strided_view(const Tensor& t) {
-  StridedView v;
-  // Drop size-1 dimensions (their stride is irrelevant) and merge dimensions that are contiguous
-  // with each other, so most views become one or two flat loops.
-  for (std::int64_t d = 0; d < t.dim(); ++d) {
-    const std::int64_t size = t.shape()[static_cast<std::size_t>(d)];
-    const std::int64_t stride = t.strides()[static_cast<std::size_t>(d)];
-    if (size == 1) continue;
-    if (v.rank > 0 && v.strides[v.rank - 1] == stride * size) {
-      v.shape[v.rank - 1] *= size;
-      v.strides[v.rank - 1] = stride;
-      continue;
-    }
-    v.shape[v.rank] = size;
-    v.strides[v.rank] = stride;
-    ++v.rank;
-  }
-  return v;
-}
-
 namespace {
 
 // Calls f(offset) for every element of a strided view, in row-major order.

@@ -10,14 +10,10 @@
 
 namespace tg::cpu {
 
-// A strided view as the kernels see it: up to kMaxDims dimensions.
-constexpr int kMaxDims = 8;
-struct StridedView {
-  int rank = 0;
-  std::int64_t shape[kMaxDims] = {};
-  std::int64_t strides[kMaxDims] = {};
-};
-StridedView strided_view(const Tensor& t);
+// A strided view as the kernels see it (engine/tensor.h's KernelLayout: merged, at most kMaxDims).
+constexpr int kMaxDims = kMaxKernelDims;
+using StridedView = KernelLayout;
+inline StridedView strided_view(const Tensor& t) { return kernel_layout(t, "cpu kernel"); }
 
 // ---- elementwise (elementwise.cpp) ----
 template <class T> void fill(T* out, const StridedView& view, T value);

@@ -122,23 +122,16 @@ std::string describe(Args args) {
   return s;
 }
 
-// The kernels' view of a tensor: size-1 dimensions dropped, dimensions that are contiguous with
-// each other merged (as the CPU backend does), so most views become one or two dimensions.
+// The kernels' view of a tensor (engine/tensor.h's kernel_layout, the CPU backend's too), copied
+// into launch.cuh's Layout, which the .cu files see without engine headers.
+static_assert(kMaxDims == kMaxKernelDims, "launch.cuh's Layout must hold every KernelLayout");
 Layout make_layout(const char* op, const Tensor& t) {
+  const KernelLayout k = kernel_layout(t, op);
   Layout v;
-  for (std::int64_t d = 0; d < t.dim(); ++d) {
-    const std::int64_t size = t.shape()[static_cast<std::size_t>(d)];
-    const std::int64_t stride = t.strides()[static_cast<std::size_t>(d)];
-    if (size == 1) continue;
-    if (v.rank > 0 && v.strides[v.rank - 1] == stride * size) {
-      v.shape[v.rank - 1] *= size;
-      v.strides[v.rank - 1] = stride;
-      continue;
-    }
-    TG_CHECK(v.rank < kMaxDims, "cuda kernel {}: {} has more than {} non-mergeable dimensions", op, t.str(), kMaxDims);
-    v.shape[v.rank] = size;
-    v.strides[v.rank] = stride;
-    ++v.rank;
+  v.rank = k.rank;
+  for (int d = 0; d < k.rank; ++d) {
+    v.shape[d] = k.shape[d];
+    v.strides[d] = k.strides[d];
   }
   return v;
 }
