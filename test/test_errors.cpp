@@ -28,6 +28,19 @@ TEST_CASE("shape errors name the op and both shapes", "[errors]") {
   CHECK_THROWS_WITH(sum(a, 2), ContainsSubstring("sum") && ContainsSubstring("dimension 2"));
 }
 
+TEST_CASE("a view with more than 8 dimensions that cannot be merged is refused, not overrun", "[errors]") {
+  // [3]*9 sliced to 2 in every dimension: no two neighbours are contiguous with each other.
+  Tensor x = Tensor::zeros({3, 3, 3, 3, 3, 3, 3, 3, 3}, DType::f32);
+  Tensor v = x;
+  for (std::int64_t d = 0; d < 9; ++d) v = slice(v, d, 0, 2);
+  CHECK_THROWS_WITH(v.contiguous(), ContainsSubstring("more than 8 dimensions that cannot be merged") &&
+                                        ContainsSubstring("[2, 2, 2, 2, 2, 2, 2, 2, 2]"));
+  // Eight such dimensions are fine.
+  Tensor w = Tensor::zeros({3, 3, 3, 3, 3, 3, 3, 3}, DType::f32);
+  for (std::int64_t d = 0; d < 8; ++d) w = slice(w, d, 0, 2);
+  CHECK(w.contiguous().numel() == 256);
+}
+
 TEST_CASE("dtype errors", "[errors]") {
   Rng rng(2);
   Tensor f32 = random(rng, {2, 2}, DType::f32), f64 = random(rng, {2, 2}, DType::f64);
