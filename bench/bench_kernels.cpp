@@ -477,9 +477,10 @@ void run_section(Harness& h, const Sizes& z, bool large) {
     Tensor logits = h.random({N, V}, 0.05, 4.0), targets = h.ids({N}, V);
     Tensor losses = h.random({N}), lse = h.random({N}), dloss = h.positive({1}, 0.5, 1.0), dlogits = h.random({N, V});
     Tensor am = h.ids({N}, V);
-    be.cross_entropy_forward(logits, targets, losses, lse);
-    h.row("cross_entropy_forward", dims({N, V}), kF * d(N * V) + kI * d(N) + 2 * kF * d(N), 0, "N*V*4 + N*4 + 2*N*4",
-          [&] { be.cross_entropy_forward(logits, targets, losses, lse); });
+    Tensor mean = h.random({1});
+    be.cross_entropy_forward(logits, targets, losses, lse, mean);
+    h.row("cross_entropy_forward", dims({N, V}), kF * d(N * V) + kI * d(N) + 2 * kF * d(N) + kF, 0,
+          "N*V*4 + N*4 + 2*N*4 + 4", [&] { be.cross_entropy_forward(logits, targets, losses, lse, mean); });
     h.row("cross_entropy_backward", dims({N, V}), 2 * kF * d(N * V) + kI * d(N) + kF * d(N) + kF, 0,
           "2*N*V*4 + N*4 + N*4 + 4", [&] { be.cross_entropy_backward(logits, targets, lse, dloss, 1.0 / d(N), dlogits); });
     h.row("argmax_lastdim", dims({N, V}), kF * d(N * V) + kI * d(N), 0, "N*V*4 + N*4",

@@ -171,9 +171,11 @@ class Backend {
   // dweight: [V, C] (overwritten) = sum over n with ids[n] == v of dout[n], in order of n.
   virtual void embedding_backward(const Tensor& ids, const Tensor& dout, const Tensor& dweight) = 0;
 
-  // logits: [N, V]; targets: i32 [N]; losses, lse: [N]. losses[n] = lse[n] - logits[n, targets[n]].
+  // logits: [N, V]; targets: i32 [N]; losses, lse: [N]. losses[n] = lse[n] - logits[n, targets[n]];
+  // mean (one element) = their mean, in the same kernel: the sum accumulated in double and rounded,
+  // then times 1/N rounded to the dtype (reduce_all then affine, as separate kernels would).
   virtual void cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& losses,
-                                     const Tensor& lse) = 0;
+                                     const Tensor& lse, const Tensor& mean) = 0;
   // dlogits[n, j] = (softmax(logits[n])_j - [j == targets[n]]) * dloss * scale, dloss one element.
   virtual void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                                       const Tensor& dloss, double scale, const Tensor& dlogits) = 0;

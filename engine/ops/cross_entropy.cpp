@@ -1,4 +1,4 @@
-// Mean cross-entropy of logits against integer targets: one fused log-softmax + NLL kernel forward,
+// Mean cross-entropy of logits against integer targets: one fused log-softmax + NLL + mean kernel forward,
 // one fused kernel backward ((softmax - onehot) * dloss / N), and a second-order rule.
 #include "engine/ops.h"
 #include "engine/ops/op_checks.h"
@@ -58,13 +58,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets) {
   const std::int64_t n = logits.size(0);
   Tensor losses = Tensor::empty({n}, logits.dtype(), logits.device());
   Tensor lse = Tensor::empty({n}, logits.dtype(), logits.device());
-  Tensor total = Tensor::empty({}, logits.dtype(), logits.device());
   Tensor loss = Tensor::empty({}, logits.dtype(), logits.device());
-  Backend& be = backend_of(logits);
   const Tensor lc = logits.contiguous(), tc = targets.contiguous();
-  be.cross_entropy_forward(lc, tc, losses, lse);
-  be.reduce_all(ReduceOp::sum, losses, total);
-  be.unary(UnaryOp::affine, total, loss, 1.0 / static_cast<double>(n), 0.0);
+  backend_of(logits).cross_entropy_forward(lc, tc, losses, lse, loss);  // the mean in the same kernel
 
   TensorList outputs{loss};
   tape().record("cross_entropy", {logits, targets}, outputs,

@@ -305,11 +305,11 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& losses,
-                             const Tensor& lse) override {
+  void cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& losses, const Tensor& lse,
+                             const Tensor& mean) override {
     dispatch_floating(logits.dtype(), "cross_entropy", [&](auto t) {
       using T = decltype(t);
-      cpu::cross_entropy_forward(ptr<T>(logits), ptr<std::int32_t>(targets), ptr<T>(losses), ptr<T>(lse),
+      cpu::cross_entropy_forward(ptr<T>(logits), ptr<std::int32_t>(targets), ptr<T>(losses), ptr<T>(lse), ptr<T>(mean),
                                  logits.size(0), logits.size(1));
     });
   }

@@ -7,8 +7,9 @@
 namespace tg::cpu {
 
 template <class T>
-void cross_entropy_forward(const T* logits, const std::int32_t* targets, T* losses, T* lse, std::int64_t n,
+void cross_entropy_forward(const T* logits, const std::int32_t* targets, T* losses, T* lse, T* mean, std::int64_t n,
                            std::int64_t v) {
+  double sum = 0.0;
   for (std::int64_t r = 0; r < n; ++r) {
     const T* row = logits + r * v;
     T max = row[0];
@@ -19,7 +20,9 @@ void cross_entropy_forward(const T* logits, const std::int32_t* targets, T* loss
     const double l = double(max) + std::log(total);
     lse[r] = static_cast<T>(l);
     losses[r] = static_cast<T>(l - double(row[targets[r]]));
+    sum += losses[r];
   }
+  mean[0] = static_cast<T>(1.0 / static_cast<double>(n)) * static_cast<T>(sum);
 }
 
 template <class T>
@@ -35,7 +38,7 @@ void cross_entropy_backward(const T* logits, const std::int32_t* targets, const 
 }
 
 #define TG_INSTANTIATE(T)                                                                                      \
-  template void cross_entropy_forward<T>(const T*, const std::int32_t*, T*, T*, std::int64_t, std::int64_t);  \
+  template void cross_entropy_forward<T>(const T*, const std::int32_t*, T*, T*, T*, std::int64_t, std::int64_t); \
   template void cross_entropy_backward<T>(const T*, const std::int32_t*, const T*, T, T*, std::int64_t, std::int64_t);
 TG_INSTANTIATE(float)
 TG_INSTANTIATE(double)

@@ -98,9 +98,9 @@ template <class T>
 void embedding_backward(const std::int32_t* ids, const T* dout, T* dweight, std::int64_t n, std::int64_t vocab,
                         std::int64_t c);
 
-// ---- cross-entropy (cross_entropy.cpp) ----  logits, dlogits: [N, V]; targets, losses, lse: [N]
+// ---- cross-entropy (cross_entropy.cpp) ----  logits, dlogits: [N, V]; targets, losses, lse: [N]; mean: [1]
 template <class T>
-void cross_entropy_forward(const T* logits, const std::int32_t* targets, T* losses, T* lse, std::int64_t n,
+void cross_entropy_forward(const T* logits, const std::int32_t* targets, T* losses, T* lse, T* mean, std::int64_t n,
                            std::int64_t v);
 template <class T>
 void cross_entropy_backward(const T* logits, const std::int32_t* targets, const T* lse, T dloss_times_scale,

@@ -1,7 +1,10 @@
 // Fused log-softmax + negative log-likelihood per row, and its gradient (softmax - onehot) * dl.
 //
 // Forward: one warp per row (8 rows per 256-thread block); max, then sum of exp(x - max) in double
-// by lane-strided loops and the warp butterfly (deterministic); lse = max + log(sum).
+// by lane-strided loops and the warp butterfly (deterministic); lse = max + log(sum). The mean loss
+// comes out of the same launch: each block sums its rows' losses in a fixed order into a partial,
+// and the block that finishes last (an integer ticket decides which; it changes no sum) adds the
+// partials in block order. So the result is the same run to run, with no floating-point atomics.
 // Backward: one thread per logit; the factor dloss[0] * scale is read on the device (no host round
 // trip), computed in double and rounded to float as on the CPU.
 #include "kernels/cuda/common.cuh"
@@ -13,10 +16,14 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kRowsPerBlock = kThreads / kWarp;
 
-// logits: [n, v]; targets: [n]; losses, lse: [n]
+// logits: [n, v]; targets: [n]; losses, lse: [n]; mean: [1]; partials: [gridDim.x]; ticket: 0 on entry.
 __global__ void cross_entropy_forward_kernel(const float* logits, const std::int32_t* targets, float* losses,
-                                             float* lse, std::int64_t n, std::int64_t v) {
-  const int lane = threadIdx.x % kWarp;
+                                             float* lse, float* mean, float inv_n, double* partials,
+                                             unsigned int* ticket, std::int64_t n, std::int64_t v) {
+  __shared__ double warp_losses[kRowsPerBlock];
+  __shared__ bool last_block;
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  double my_losses = 0.0;  // lane 0: this warp's rows, in the order it visits them
   for (std::int64_t row = blockIdx.x * std::int64_t(kRowsPerBlock) + threadIdx.x / kWarp; row < n;
        row += std::int64_t(gridDim.x) * kRowsPerBlock) {
     const float* xr = logits + row * v;
@@ -29,8 +36,26 @@ __global__ void cross_entropy_forward_kernel(const float* logits, const std::int
     if (lane == 0) {
       const double l = double(max) + log(total);
       lse[row] = static_cast<float>(l);
-      losses[row] = static_cast<float>(l - double(xr[targets[row]]));
+      const float loss = static_cast<float>(l - double(xr[targets[row]]));
+      losses[row] = loss;
+      my_losses += loss;
     }
+  }
+  if (lane == 0) warp_losses[warp] = my_losses;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double block_sum = 0.0;
+    for (int w = 0; w < kRowsPerBlock; ++w) block_sum += warp_losses[w];
+    partials[blockIdx.x] = block_sum;
+    __threadfence();  // the partial is visible to every block before the ticket is taken
+    last_block = atomicAdd(ticket, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (last_block && threadIdx.x == 0) {
+    const volatile double* all = partials;
+    double total = 0.0;
+    for (unsigned b = 0; b < gridDim.x; ++b) total += all[b];
+    mean[0] = inv_n * static_cast<float>(total);  // rounded as the CPU's sum, then times 1/n
   }
 }
 
@@ -51,11 +76,23 @@ __global__ void cross_entropy_backward_kernel(const float* logits, const std::in
 
 }  // namespace
 
+std::size_t cross_entropy_forward_workspace_bytes(std::int64_t n) {
+  // [blocks] double partials, then the ticket (offset rounded up to 8 bytes anyway).
+  return static_cast<std::size_t>(grid_for(n, kRowsPerBlock)) * sizeof(double) + sizeof(double);
+}
+
 cudaError_t launch_cross_entropy_forward(const float* logits, const std::int32_t* targets, float* losses, float* lse,
-                                         std::int64_t n, std::int64_t v, cudaStream_t stream) {
+                                         float* mean, std::int64_t n, std::int64_t v, void* workspace,
+                                         std::size_t workspace_bytes, cudaStream_t stream) {
   if (n <= 0 || v <= 0) return cudaSuccess;
-  cross_entropy_forward_kernel<<<grid_for(n, kRowsPerBlock), kThreads, 0, stream>>>(logits, targets, losses, lse, n,
-                                                                                    v);
+  if (workspace_bytes < cross_entropy_forward_workspace_bytes(n)) return cudaErrorInvalidValue;
+  const unsigned blocks = grid_for(n, kRowsPerBlock);
+  double* partials = static_cast<double*>(workspace);
+  auto* ticket = reinterpret_cast<unsigned int*>(partials + blocks);
+  TG_RETURN_IF_ERROR(cudaMemsetAsync(ticket, 0, sizeof(unsigned int), stream));
+  const float inv_n = static_cast<float>(1.0 / static_cast<double>(n));
+  cross_entropy_forward_kernel<<<blocks, kThreads, 0, stream>>>(logits, targets, losses, lse, mean, inv_n, partials,
+                                                                ticket, n, v);
   return cudaGetLastError();
 }
 

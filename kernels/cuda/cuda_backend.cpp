@@ -598,13 +598,16 @@ class CudaBackend final : public Backend {
                  "embedding_backward", args);
   }
 
-  void cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& losses,
-                             const Tensor& lse) override {
-    const Args args = {{"logits", logits}, {"targets", targets, Want::i32}, {"losses", losses}, {"lse", lse}};
+  void cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& losses, const Tensor& lse,
+                             const Tensor& mean) override {
+    const Args args = {{"logits", logits}, {"targets", targets, Want::i32}, {"losses", losses}, {"lse", lse},
+                       {"mean", mean}};
     prepare("cross_entropy_forward", args);
+    const std::size_t bytes = cross_entropy_forward_workspace_bytes(logits.size(0));
+    Scratch scratch(allocator_, bytes);
     check_kernel(launch_cross_entropy_forward(ptr<const float>(logits), ptr<const std::int32_t>(targets),
-                                              ptr<float>(losses), ptr<float>(lse), logits.size(0), logits.size(1),
-                                              stream_),
+                                              ptr<float>(losses), ptr<float>(lse), ptr<float>(mean), logits.size(0),
+                                              logits.size(1), scratch.get(), bytes, stream_),
                  "cross_entropy_forward", args);
   }
 

@@ -175,8 +175,10 @@ cudaError_t launch_embedding_backward(const std::int32_t* ids, const float* dout
 
 // ---------------------------------------------------------------- cross_entropy.cu
 // logits, dlogits: [n, v]; targets: i32 [n]; losses, lse: [n]; dloss: one element on the device.
+std::size_t cross_entropy_forward_workspace_bytes(std::int64_t n);
 cudaError_t launch_cross_entropy_forward(const float* logits, const std::int32_t* targets, float* losses, float* lse,
-                                         std::int64_t n, std::int64_t v, cudaStream_t stream);
+                                         float* mean, std::int64_t n, std::int64_t v, void* workspace,
+                                         std::size_t workspace_bytes, cudaStream_t stream);
 cudaError_t launch_cross_entropy_backward(const float* logits, const std::int32_t* targets, const float* lse,
                                           const float* dloss, double scale, float* dlogits, std::int64_t n,
                                           std::int64_t v, cudaStream_t stream);
