@@ -57,19 +57,11 @@ void NeuralGrok::transform(const ParameterTable& params) const {
 }
 
 void NeuralGrok::prepare_meta_step() {
-  const std::vector<double> scalars = amp_optimizer_->device_scalars(config_.amp_lr);
-  const DType dtype = amp_params_.dtype();
   if (!amp_step_scalars_.defined()) {
-    amp_step_scalars_ = Tensor::zeros({static_cast<std::int64_t>(scalars.size())}, dtype, amp_params_.device());
+    const auto count = static_cast<std::int64_t>(amp_optimizer_->device_scalars(config_.amp_lr).size());
+    amp_step_scalars_ = Tensor::zeros({count}, amp_params_.dtype(), amp_params_.device());
   }
-  Backend& be = backend_for(amp_params_.device());
-  if (dtype == DType::f64) {
-    be.copy_from_host_async(amp_step_scalars_.raw_data(), scalars.data(), scalars.size() * sizeof(double));
-  } else {
-    const std::vector<float> rounded(scalars.begin(), scalars.end());  // as the kernels round host scalars
-    be.copy_from_host_async(amp_step_scalars_.raw_data(), rounded.data(), rounded.size() * sizeof(float));
-  }
-  amp_step_scalars_.storage()->bump_version();
+  amp_optimizer_->upload_device_scalars(config_.amp_lr, amp_step_scalars_);
 }
 
 void NeuralGrok::meta_step_lookahead(const Model& model, const ParameterTable& params, const Tensor& outer_ids,

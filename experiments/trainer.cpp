@@ -255,16 +255,9 @@ StepStats Trainer::step_sync_free(bool with_entropy) {
   Backend& be = backend_for(device_);
   be.copy_from_host_async(batch_ids_.raw_data(), ids.data(), ids.size() * sizeof(std::int32_t));
   be.copy_from_host_async(batch_targets_.raw_data(), targets.data(), targets.size() * sizeof(std::int32_t));
-  const std::vector<double> scalars = optimizer_->device_scalars(lr);
-  if (dtype_ == DType::f64) {
-    be.copy_from_host_async(step_scalars_.raw_data(), scalars.data(), scalars.size() * sizeof(double));
-  } else {
-    const std::vector<float> rounded(scalars.begin(), scalars.end());  // as the kernels round host scalars
-    be.copy_from_host_async(step_scalars_.raw_data(), rounded.data(), rounded.size() * sizeof(float));
-  }
+  optimizer_->upload_device_scalars(lr, step_scalars_);
   batch_ids_.storage()->bump_version();
   batch_targets_.storage()->bump_version();
-  step_scalars_.storage()->bump_version();
 
   const bool meta_step = neuralgrok_ && neuralgrok_->updates_amplifier() &&
                          (progress_.step + 1) % config_.meta_every == 0;

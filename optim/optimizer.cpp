@@ -199,6 +199,21 @@ std::unique_ptr<Optimizer> make_sgd(const ParameterTable& params, SgdConfig conf
   return std::make_unique<Sgd>(params, config);
 }
 
+void Optimizer::upload_device_scalars(double lr, const Tensor& scalars) const {
+  const std::vector<double> values = device_scalars(lr);
+  TG_CHECK(scalars.defined() && scalars.numel() == static_cast<std::int64_t>(values.size()) && scalars.is_contiguous(),
+           "{}: the device scalars tensor must hold {} contiguous values, got {}", name(), values.size(),
+           scalars.defined() ? scalars.str() : "(undefined)");
+  Backend& be = backend_for(scalars.device());
+  if (scalars.dtype() == DType::f64) {
+    be.copy_from_host_async(scalars.raw_data(), values.data(), values.size() * sizeof(double));
+  } else {
+    const std::vector<float> rounded(values.begin(), values.end());
+    be.copy_from_host_async(scalars.raw_data(), rounded.data(), rounded.size() * sizeof(float));
+  }
+  scalars.storage()->bump_version();
+}
+
 double warmup_lr(double lr, std::int64_t step, std::int64_t warmup_steps) {
   if (warmup_steps <= 0) return lr;
   return lr * std::min(1.0, static_cast<double>(step) / static_cast<double>(warmup_steps));

@@ -33,6 +33,9 @@ class Optimizer {
   // caller rounds them to the parameters' dtype and uploads them before the step): Adam's
   // adam_device_scalars (engine/backend.h) for step steps_taken() + 1, SGD's (lr, first step).
   virtual std::vector<double> device_scalars(double lr) const = 0;
+  // Those values rounded to `scalars`' dtype (as the kernels round host scalars) and copied into it
+  // without waiting for the device (Backend::copy_from_host_async), before the step's device work.
+  void upload_device_scalars(double lr, const Tensor& scalars) const;
   // One update reading those values from `scalars` (a device tensor of the parameters' dtype with
   // device_scalars().size() elements) instead of kernel arguments; counts the step like step().
   virtual void step_from_device(const ParameterTable& params, const Tensor& scalars, const GradClip& clip) = 0;

@@ -144,10 +144,9 @@ void check_fused_clip(Device device) {
           }
           auto take_step = [&](Optimizer& opt, const ParameterTable& t, const GradClip& clip) {
             if (!device_scalars) return opt.step(t, lr, clip);
-            const std::vector<double> sc = opt.device_scalars(lr);
-            const std::vector<float> rounded(sc.begin(), sc.end());
-            opt.step_from_device(t, Tensor::from_vector<float>(rounded, {static_cast<std::int64_t>(sc.size())}).to(device),
-                                 clip);
+            const Tensor sc = Tensor::zeros({static_cast<std::int64_t>(opt.device_scalars(lr).size())}, DType::f32, device);
+            opt.upload_device_scalars(lr, sc);
+            opt.step_from_device(t, sc, clip);
           };
           clip_grad_norm(separate, max_norm);
           take_step(*opt_separate, separate, GradClip{});

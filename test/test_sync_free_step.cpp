@@ -109,16 +109,6 @@ void set_grads(const ParameterTable& t, std::uint64_t seed) {
   }
 }
 
-// Uploads an optimizer's device scalars as the trainer does: rounded to the table's dtype.
-void upload(const std::vector<double>& scalars, const Tensor& dst) {
-  Backend& be = backend_for(dst.device());
-  if (dst.dtype() == DType::f64) {
-    be.copy_from_host_async(dst.raw_data(), scalars.data(), scalars.size() * sizeof(double));
-  } else {
-    const std::vector<float> f(scalars.begin(), scalars.end());
-    be.copy_from_host_async(dst.raw_data(), f.data(), f.size() * sizeof(float));
-  }
-}
 
 }  // namespace
 
@@ -236,7 +226,7 @@ TEST_CASE("device-scalar optimizer steps give the same bits as host-scalar steps
         set_grads(host, 100 + step);
         set_grads(device, 100 + step);
         by_host->step(host, lr);
-        upload(by_device->device_scalars(lr), scalars);
+        by_device->upload_device_scalars(lr, scalars);  // as the trainer does
         by_device->step_from_device(device, scalars, GradClip{});
       }
       CHECK(values(host.flat_values()) == values(device.flat_values()));
