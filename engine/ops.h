@@ -80,12 +80,14 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets);
 // x: [..., C], gamma, beta: [C] -> [..., C]
 Tensor layernorm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps = 1e-5);
 // The residual add in front of a LayerNorm as one op: x, residual: [..., C] (same shape) ->
-// sum = x + residual and normed = layernorm(sum), one pass forward and one backward.
+// sum = x + residual and normed = layernorm(sum), one pass forward and one backward. With
+// sum_is_used false the caller promises to use only `normed` (sum is then a constant, not an output
+// of the op), which spares the backward a zero gradient for it.
 struct AddLayerNorm {
   Tensor sum, normed;
 };
 AddLayerNorm add_layernorm(const Tensor& x, const Tensor& residual, const Tensor& gamma, const Tensor& beta,
-                           double eps = 1e-5);
+                           double eps = 1e-5, bool sum_is_used = true);
 // qkv: [B, T, 3C] -> [B, T, C]: causal multi-head attention, heads of size C / n_heads, scale 1/sqrt(D).
 Tensor causal_self_attention(const Tensor& qkv, std::int64_t n_heads);
 // ids: i32 [...], weight: [V, C] -> [..., C]

@@ -118,9 +118,10 @@ Tensor Transformer::forward(const TensorList& p, const Tensor& ids) const {
   // Each residual add is fused into the LayerNorm that follows it (add_layernorm): the stream x and
   // the branch output not yet added to it (`pending`, undefined when there is none).
   Tensor pending;
-  auto add_pending_and_norm = [&](const Tensor& stream, const Tensor& gamma, const Tensor& beta) {
+  auto add_pending_and_norm = [&](const Tensor& stream, const Tensor& gamma, const Tensor& beta,
+                                  bool sum_is_used = true) {
     if (!pending.defined()) return AddLayerNorm{stream, layernorm(stream, gamma, beta, c.ln_eps)};
-    return add_layernorm(stream, pending, gamma, beta, c.ln_eps);
+    return add_layernorm(stream, pending, gamma, beta, c.ln_eps, sum_is_used);
   };
   for (std::int64_t layer = 0; layer < c.layers; ++layer) {
     const Tensor* w = &p[first_layer + kPerLayer * static_cast<std::size_t>(layer)];
@@ -131,9 +132,10 @@ Tensor Transformer::forward(const TensorList& p, const Tensor& ids) const {
     auto mlp = [&](const Tensor& h) {  // [B, S, d] -> [B, S, 4d] -> [B, S, d]; the first bias fused into GELU
       return linear(bias_gelu(linear(h, w[kMlp0Weight]), w[kMlp0Bias]), w[kMlp2Weight], w[kMlp2Bias]);
     };
-    const AddLayerNorm ln1 = add_pending_and_norm(x, w[kLn1Weight], w[kLn1Bias]);
     // reference: the residual carries the normalised x (ln_1's output); prenorm: the un-normalised sum.
-    x = c.block == BlockVariant::reference ? ln1.normed : ln1.sum;
+    const bool reference = c.block == BlockVariant::reference;
+    const AddLayerNorm ln1 = add_pending_and_norm(x, w[kLn1Weight], w[kLn1Bias], !reference);
+    x = reference ? ln1.normed : ln1.sum;
     pending = attention(ln1.normed);
     const AddLayerNorm ln2 = add_pending_and_norm(x, w[kLn2Weight], w[kLn2Bias]);
     x = ln2.sum;
@@ -144,7 +146,7 @@ Tensor Transformer::forward(const TensorList& p, const Tensor& ids) const {
   auto last_position = [&](const Tensor& t) { return reshape(slice(t, 1, s - 1, 1), {batch, d}); };
   x = last_position(x);
   if (pending.defined()) pending = last_position(pending);
-  return linear(add_pending_and_norm(x, p[f], p[f + 1]).normed, p[f + 2]);  // [B, V]
+  return linear(add_pending_and_norm(x, p[f], p[f + 1], false).normed, p[f + 2]);  // [B, V]
 }
 
 }  // namespace tg

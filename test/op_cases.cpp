@@ -102,6 +102,10 @@ std::vector<OpCase> build() {
       "add_layernorm normed only",
       [](Rng& r) { return TensorList{random(r, {3, 5}, DType::f64, -2, 2), random(r, {3, 5}), random(r, {5}), random(r, {5})}; },
       [](const TensorList& x) { return add_layernorm(x[0], x[1], x[2], x[3]).normed; });
+  add_case(
+      "add_layernorm, sum not an output",
+      [](Rng& r) { return TensorList{random(r, {3, 5}, DType::f64, -2, 2), random(r, {3, 5}), random(r, {5}), random(r, {5})}; },
+      [](const TensorList& x) { return add_layernorm(x[0], x[1], x[2], x[3], 1e-5, false).normed; });
   add_case("bias_gelu", [](Rng& r) { return TensorList{random(r, {2, 3, 5}, DType::f64, -3, 3), random(r, {5})}; },
            [](const TensorList& x) { return bias_gelu(x[0], x[1]); });
   add_case(

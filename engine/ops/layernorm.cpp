@@ -87,7 +87,7 @@ Tensor layernorm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doubl
 }
 
 AddLayerNorm add_layernorm(const Tensor& x, const Tensor& residual, const Tensor& gamma, const Tensor& beta,
-                           double eps) {
+                           double eps, bool sum_is_used) {
   check_layernorm_args("add_layernorm", x, gamma, beta, eps);
   check_floating("add_layernorm", residual, "residual");
   check_same("add_layernorm", {{&x, "x"}, {&residual, "residual"}});
@@ -107,17 +107,22 @@ AddLayerNorm add_layernorm(const Tensor& x, const Tensor& residual, const Tensor
                                         h.as_strided({rows, c}, {c, 1}, 0), y.as_strided({rows, c}, {c, 1}, 0), mean,
                                         rstd);
   }
-  TensorList outputs{h, y};
-  // Outputs (h, y) with gradients (dh, dy): h's total gradient is dh + layernorm's dx, and both
-  // summands of h receive it unchanged.
+  // Outputs (h, y), or y alone, with gradients (dh, dy): h's total gradient is dh + layernorm's dx,
+  // and both summands of h receive it unchanged.
+  TensorList outputs = sum_is_used ? TensorList{h, y} : TensorList{y};
   tape().record("add_layernorm", {x, residual, gamma, beta}, outputs,
-                [h, gamma, gc, mean, rstd, eps](const TensorList& g, const std::vector<bool>&) {
-                  TensorList ln = grad_mode_enabled() ? layernorm_backward_composite(g[1], h, gamma, eps)
-                                                      : layernorm_backward_fused(g[1], h, gc, mean, rstd, g[0]);
-                  const Tensor dh = grad_mode_enabled() ? add(g[0], ln[0]) : ln[0];
+                [x, residual, h, gamma, gc, mean, rstd, eps, sum_is_used](const TensorList& g, const std::vector<bool>&) {
+                  const Tensor& dy = g.back();
+                  const Tensor dsum = sum_is_used ? g[0] : Tensor();
+                  // Recorded (second order): the composite derivative must see h as a function of x and
+                  // the residual — the op's output when it is one, else the sum recorded anew.
+                  TensorList ln = grad_mode_enabled()
+                                      ? layernorm_backward_composite(dy, sum_is_used ? h : add(x, residual), gamma, eps)
+                                      : layernorm_backward_fused(dy, h, gc, mean, rstd, dsum);
+                  const Tensor dh = grad_mode_enabled() && dsum.defined() ? add(dsum, ln[0]) : ln[0];
                   return TensorList{dh, dh, ln[1], ln[2]};
                 });
-  return AddLayerNorm{outputs[0], outputs[1]};
+  return sum_is_used ? AddLayerNorm{outputs[0], outputs[1]} : AddLayerNorm{h.detach(), outputs[0]};
 }
 
 }  // namespace tg
