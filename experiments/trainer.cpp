@@ -152,6 +152,11 @@ Trainer::Trainer(TrainConfig config, bool restoring) : config_(std::move(config)
     const auto scalars = static_cast<std::int64_t>(optimizer_->device_scalars(config_.lr).size());
     step_scalars_ = Tensor::zeros({scalars}, dtype_, device_);
     stats_ = StepStatsRing(std::min(eval_interval(), kMaxPendingSteps), dtype_, device_);
+    // AGE of an evaluation step's raw and transformed gradient, written on the device by the step and
+    // read after it (gradient_entropy_on_device's layout: one value per tensor and per gap).
+    const auto pieces = 2 * static_cast<std::int64_t>(params_.size()) - 1;
+    age_raw_slot_ = Tensor::zeros({pieces}, dtype_, device_);
+    age_transformed_slot_ = Tensor::zeros({pieces}, dtype_, device_);
   }
 }
 
@@ -171,10 +176,11 @@ std::string Trainer::sync_free_notice() const {
                        "replayed from a graph; steps run eagerly without waiting for the device",
                        device_.str());
   }
-  std::string eager = "the first steps of each batch size and steps that end in an evaluation (AGE is read on the host)";
+  std::string eager = "the first steps of each kind (batch size, evaluation step with AGE metrics";
   if (neuralgrok_ && neuralgrok_->updates_amplifier()) {
-    eager += fmt::format("; every {}th step, with NeuralGrok's meta step, replays a graph of its own", config_.meta_every);
+    eager += fmt::format(", every {}th step with NeuralGrok's meta step", config_.meta_every);
   }
+  eager += "), each of which then replays a graph of its own";
   return fmt::format("--cuda-graph on {}: each step replays a captured CUDA graph, except (eager): {}", device_.str(),
                      eager);
 }
@@ -239,10 +245,7 @@ StepStats Trainer::step(bool with_entropy) {
 
 // ---------------------------------------------------------------- sync-free steps
 
-bool Trainer::replayable(bool with_entropy) const {
-  if (with_entropy) return false;  // AGE is read on the host mid-step
-  return !filter_ || filter_->replayable();
-}
+bool Trainer::replayable() const { return !filter_ || filter_->replayable(); }
 
 StepStats Trainer::step_sync_free(bool with_entropy) {
   const std::vector<std::int64_t> batch = sampler_->next();
@@ -267,8 +270,8 @@ StepStats Trainer::step_sync_free(bool with_entropy) {
   s.lr = lr;
   s.on_device = true;
   s.loss = s.accuracy = s.grad_norm = std::numeric_limits<double>::quiet_NaN();
-  if (use_graphs_ && replayable(with_entropy)) {
-    ShapeGraph& g = graphs_[{n, meta_step}];
+  if (use_graphs_ && replayable()) {
+    ShapeGraph& g = graphs_[{n, meta_step, with_entropy}];
     if (g.graph.defined()) {
       g.graph.replay();
       // The host half of the captured step: the counters its host code advanced once, at capture.
@@ -276,14 +279,18 @@ StepStats Trainer::step_sync_free(bool with_entropy) {
       if (filter_) filter_->count_replayed_step();
       if (meta_step) neuralgrok_->count_replayed_meta_step();
     } else if (g.eager_steps >= kEagerStepsPerShape) {
-      g.graph = CapturedGraph::capture(device_, [&] { device_step(n, false, meta_step, s); });
+      g.graph = CapturedGraph::capture(device_, [&] { device_step(n, with_entropy, meta_step, s); });
       g.graph.replay();  // capturing only recorded this step's work
     } else {
-      device_step(n, false, meta_step, s);
+      device_step(n, with_entropy, meta_step, s);
       ++g.eager_steps;
     }
   } else {
     device_step(n, with_entropy, meta_step, s);
+  }
+  if (with_entropy) {  // an evaluation follows, which waits for the device anyway
+    s.age_raw = read_gradient_entropy(params_, age_raw_slot_);
+    s.age_transformed = read_gradient_entropy(params_, age_transformed_slot_);
   }
   stats_.commit(progress_.step + 1, n, lr);
   ++progress_.step;
@@ -291,9 +298,7 @@ StepStats Trainer::step_sync_free(bool with_entropy) {
 }
 
 void Trainer::device_step(std::int64_t batch, bool with_entropy, bool meta_step, StepStats& s) {
-  // AGE (with_entropy) is read on the host by design: those steps are the eager, synchronising ones.
-  std::optional<HostReadGuard> no_host_reads;
-  if (!with_entropy) no_host_reads.emplace("a sync-free training step");
+  HostReadGuard no_host_reads("a sync-free training step");
   const Tensor ids = batch_ids_.as_strided({batch, data_.seq_len}, {data_.seq_len, 1}, 0);  // [B, S]
   const Tensor targets = batch_targets_.as_strided({batch}, {1}, 0);                        // [B]
   tape().clear();
@@ -320,7 +325,7 @@ void Trainer::device_step(std::int64_t batch, bool with_entropy, bool meta_step,
     }
   }
 
-  if (with_entropy) s.age_raw = gradient_entropy(params_);
+  if (with_entropy) age_raw_slot_.copy_from_(gradient_entropy_on_device(params_));
   if (neuralgrok_) {
     if (meta_step) {
       IdsCheckedGuard checked;  // the outer set is part of the dataset the constructor checked
@@ -330,7 +335,7 @@ void Trainer::device_step(std::int64_t batch, bool with_entropy, bool meta_step,
   }
   if (filter_) filter_->apply(params_);
   if (config_.grad_normalize > 0) normalize_grads_per_tensor(params_, config_.grad_normalize);
-  if (with_entropy) s.age_transformed = gradient_entropy(params_);
+  if (with_entropy) age_transformed_slot_.copy_from_(gradient_entropy_on_device(params_));
   const GradClip clip = config_.clip_grad_norm > 0 ? deferred_clip_grad_norm(params_, config_.clip_grad_norm) : GradClip{};
   optimizer_->step_from_device(params_, step_scalars_, clip);
 }

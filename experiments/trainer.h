@@ -17,10 +17,10 @@
 // predictions and raw gradient norm are written on the device (experiments/step_stats_ring.h) and
 // read, and checked for divergence, only when the trainer logs; a HostReadGuard makes any host read
 // inside the step an error, on every device. On a GPU the device work of a step is captured once per
-// (batch size, NeuralGrok meta step or not) as a CUDA graph (engine/captured_graph.h) and replayed;
-// eager instead: the first step of each kind (it initialises cuBLAS and the allocator's cache), steps
-// that end in an evaluation (their AGE metrics are read on the host), and every grokfast-ma step (its
-// window slot moves each step). --meta-grad unrolled keeps the normal, synchronising step. On the CPU
+// kind — batch size, NeuralGrok meta step or not, evaluation step (with AGE metrics) or not — as a
+// CUDA graph (engine/captured_graph.h) and replayed; eager instead: the first steps of each kind (they
+// initialise cuBLAS and the allocator's cache), and every grokfast-ma step (its window slot moves
+// each step). --meta-grad unrolled keeps the normal, synchronising step. On the CPU
 // every sync-free step runs eagerly. Results are bit-identical to the normal mode on the same device.
 #pragma once
 
@@ -28,6 +28,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 
 #include "engine/captured_graph.h"
 #include "engine/parameters.h"
@@ -105,10 +106,10 @@ class Trainer {
   StepStats step_sync_free(bool with_entropy);
   // The device work of a sync-free step on the first `batch` rows of the input buffers: forward,
   // backward, statistics into stats_.slot(), gradient method, transforms, optimizer update. On a GPU
-  // this is what a CUDA graph captures (then with_entropy is false). Runs under a HostReadGuard unless
-  // with_entropy: it never reads a value on the host.
+  // this is what a CUDA graph captures. Runs under a HostReadGuard: it never reads a value on the host
+  // (with_entropy, the AGE metrics go to age_*_slot_, read after the step).
   void device_step(std::int64_t batch, bool with_entropy, bool meta_step, StepStats& s);
-  bool replayable(bool with_entropy) const;
+  bool replayable() const;
 
   TrainConfig config_;
   Device device_;
@@ -135,9 +136,10 @@ class Trainer {
     std::int64_t eager_steps = 0;  // replayable steps run eagerly so far (the warm-up)
     CapturedGraph graph;
   };
-  // By (batch size, meta step): the full batch and an epoch's partial last one, each with and without
-  // NeuralGrok's meta step.
-  std::map<std::pair<std::int64_t, bool>, ShapeGraph> graphs_;
+  Tensor age_raw_slot_, age_transformed_slot_;  // an evaluation step's AGE, read after the step
+  // By (batch size, meta step, evaluation step): the full batch and an epoch's partial last one, each
+  // with and without NeuralGrok's meta step and the AGE metrics of an evaluation step.
+  std::map<std::tuple<std::int64_t, bool, bool>, ShapeGraph> graphs_;
 };
 
 // Loads a run's config from a checkpoint's metadata (for `--resume`).

@@ -33,4 +33,11 @@ EntropyStats gradient_entropy(const ParameterTable& params);
 // AWE of the table's parameter values.
 EntropyStats weight_entropy(const ParameterTable& params);
 
+// gradient_entropy(params) in two halves, for a step that must not wait for the device: the
+// reduction into a device tensor (one value per parameter tensor and per gap between them, so a
+// fixed shape for a given table) ...
+Tensor gradient_entropy_on_device(const ParameterTable& params);
+// ... and, where a wait is allowed, the read of such a tensor into per-tensor values and their sum.
+EntropyStats read_gradient_entropy(const ParameterTable& params, const Tensor& on_device);
+
 }  // namespace tg
