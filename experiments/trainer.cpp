@@ -279,14 +279,14 @@ StepStats Trainer::step_sync_free(bool with_entropy) {
       if (filter_) filter_->count_replayed_step();
       if (meta_step) neuralgrok_->count_replayed_meta_step();
     } else if (g.eager_steps >= kEagerStepsPerShape) {
-      g.graph = CapturedGraph::capture(device_, [&] { device_step(n, with_entropy, meta_step, s); });
+      g.graph = CapturedGraph::capture(device_, [&] { device_step(n, with_entropy, meta_step); });
       g.graph.replay();  // capturing only recorded this step's work
     } else {
-      device_step(n, with_entropy, meta_step, s);
+      device_step(n, with_entropy, meta_step);
       ++g.eager_steps;
     }
   } else {
-    device_step(n, with_entropy, meta_step, s);
+    device_step(n, with_entropy, meta_step);
   }
   if (with_entropy) {  // an evaluation follows, which waits for the device anyway
     s.age_raw = read_gradient_entropy(params_, age_raw_slot_);
@@ -297,7 +297,7 @@ StepStats Trainer::step_sync_free(bool with_entropy) {
   return s;
 }
 
-void Trainer::device_step(std::int64_t batch, bool with_entropy, bool meta_step, StepStats& s) {
+void Trainer::device_step(std::int64_t batch, bool with_entropy, bool meta_step) {
   HostReadGuard no_host_reads("a sync-free training step");
   const Tensor ids = batch_ids_.as_strided({batch, data_.seq_len}, {data_.seq_len, 1}, 0);  // [B, S]
   const Tensor targets = batch_targets_.as_strided({batch}, {1}, 0);                        // [B]

@@ -108,7 +108,7 @@ class Trainer {
   // backward, statistics into stats_.slot(), gradient method, transforms, optimizer update. On a GPU
   // this is what a CUDA graph captures. Runs under a HostReadGuard: it never reads a value on the host
   // (with_entropy, the AGE metrics go to age_*_slot_, read after the step).
-  void device_step(std::int64_t batch, bool with_entropy, bool meta_step, StepStats& s);
+  void device_step(std::int64_t batch, bool with_entropy, bool meta_step);
   bool replayable() const;
 
   TrainConfig config_;
