@@ -133,14 +133,11 @@ TEST_CASE("every evaluation logs AGE and AWE, raw and transformed, per tensor an
 }
 
 TEST_CASE("training learns an easy task", "[trainer]") {
-  TrainConfig c = tiny_run_config(fresh_temp_dir("learn"));
-  c.task = "a+b";
-  c.modulus = 11;
+  TrainConfig c = tiny_run_config(fresh_temp_dir("learn"));  // a+b mod 11, lr 3e-3
   c.train_fraction = 0.8;
   c.width = 32;
   c.max_steps = 800;
   c.eval_every = 200;
-  c.lr = 3e-3;
   c.weight_decay = 0.0;
   Trainer t(c);
   const EvalStats before = t.evaluate(t.split().train);

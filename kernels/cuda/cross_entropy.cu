@@ -21,7 +21,6 @@ __global__ void cross_entropy_forward_kernel(const float* logits, const std::int
                                              float* lse, float* mean, float inv_n, double* partials,
                                              unsigned int* ticket, std::int64_t n, std::int64_t v) {
   __shared__ double warp_losses[kRowsPerBlock];
-  __shared__ bool last_block;
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   double my_losses = 0.0;  // lane 0: this warp's rows, in the order it visits them
   for (std::int64_t row = blockIdx.x * std::int64_t(kRowsPerBlock) + threadIdx.x / kWarp; row < n;
@@ -48,14 +47,12 @@ __global__ void cross_entropy_forward_kernel(const float* logits, const std::int
     for (int w = 0; w < kRowsPerBlock; ++w) block_sum += warp_losses[w];
     partials[blockIdx.x] = block_sum;
     __threadfence();  // the partial is visible to every block before the ticket is taken
-    last_block = atomicAdd(ticket, 1u) == gridDim.x - 1;
-  }
-  __syncthreads();
-  if (last_block && threadIdx.x == 0) {
-    const volatile double* all = partials;
-    double total = 0.0;
-    for (unsigned b = 0; b < gridDim.x; ++b) total += all[b];
-    mean[0] = inv_n * static_cast<float>(total);  // rounded as the CPU's sum, then times 1/n
+    if (atomicAdd(ticket, 1u) == gridDim.x - 1) {  // the last block: every partial is written
+      const volatile double* all = partials;
+      double total = 0.0;
+      for (unsigned b = 0; b < gridDim.x; ++b) total += all[b];
+      mean[0] = inv_n * static_cast<float>(total);  // rounded as the CPU's sum, then times 1/n
+    }
   }
 }
 
