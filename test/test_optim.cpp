@@ -160,17 +160,39 @@ void check_fused_clip(Device device) {
     }
   }
 }
+
+// A NaN in one gradient makes the global norm NaN: clip_grad_norm then turns every gradient into NaN,
+// and the fused clip must do the same to every parameter rather than skip the clip.
+void check_fused_clip_nan_norm(Device device) {
+  for (const char* kind : {"adam", "sgd"}) {
+    CAPTURE(kind);
+    Rng r(3);
+    const ParameterTable host = table(r, DType::f32);
+    ParameterTable t({{"w", {3, 5}}, {"b", {7}}}, DType::f32, device);
+    Tensor values = t.flat_values();
+    values.copy_from_(host.flat_values());
+    Tensor grads = t.flat_grads();
+    std::vector<float> g(static_cast<std::size_t>(grads.numel()), 0.25f);
+    g[4] = std::nanf("");
+    grads.copy_from_(Tensor::from_vector(g, {grads.numel()}));
+    auto opt = std::string(kind) == "sgd" ? make_sgd(t, {0.9, 0.0}) : make_adam(t, {});
+    opt->step(t, 0.01, deferred_clip_grad_norm(t, 1.0));
+    for (double p : all(t, false)) CHECK(std::isnan(p));
+  }
+}
 }  // namespace
 
 TEST_CASE("a clip fused into the update gives the parameters of clip_grad_norm then the step, bit for bit",
           "[optim][fused]") {
   check_fused_clip(Device::cpu());
+  check_fused_clip_nan_norm(Device::cpu());
 }
 
 TEST_CASE("on a GPU, the fused clip gives the parameters of clip_grad_norm then the step, bit for bit",
           "[optim][fused][cuda]") {
   if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
   check_fused_clip(Device::cuda(0));
+  check_fused_clip_nan_norm(Device::cuda(0));
 }
 
 TEST_CASE("a malformed clip is refused before the update", "[optim][errors]") {

@@ -9,7 +9,8 @@ namespace tg::cpu {
 namespace {
 
 // clip_by_norm's coefficient (GradClip in engine/backend.h): min(1, max_norm / (norm + 1e-6)), or
-// inactive when there is no norm or the coefficient is not below 1.
+// inactive when there is no norm or the coefficient is at least 1. A NaN norm stays active, as in
+// clip_by_norm, so the fused and separate clips agree even on a broken step (both give NaN).
 template <class T>
 struct ClipScale {
   bool active = false;
@@ -19,7 +20,7 @@ template <class T>
 ClipScale<T> clip_scale(const T* norm, T max_norm) {
   if (norm == nullptr) return {};
   const T coef = max_norm / (*norm + T(1e-6));
-  return {coef < T(1), coef};
+  return {!(coef >= T(1)), coef};
 }
 
 // Runs update(offset, g_chunk, length) over [0, n) in chunks. With an active clip each chunk's

@@ -24,7 +24,8 @@ struct SegmentBatch {
 
 // clip_by_norm's coefficient, for an update that clips as it reads each gradient. __fmul_rn rounds
 // g * coef on its own, as the separate clip kernel stores it: a plain product could be contracted
-// with the weight-decay term into one fused multiply-add and change the last bit.
+// with the weight-decay term into one fused multiply-add and change the last bit. A NaN norm keeps
+// the clip active, as in clip_by_norm_kernel, so both clips give NaN on a broken step.
 struct ClipScale {
   bool active;
   float coef;
@@ -33,7 +34,7 @@ struct ClipScale {
 __device__ __forceinline__ ClipScale clip_scale(Clip clip) {
   if (clip.norm == nullptr) return ClipScale{false, 1.f};
   const float coef = clip.max_norm / (clip.norm[0] + 1e-6f);
-  return ClipScale{coef < 1.f, coef};
+  return ClipScale{!(coef >= 1.f), coef};
 }
 
 // p, g, m, v: [n]. kDeviceScalars: step_size, sqrt_bc2 and decay come from scalars [3] (written on
