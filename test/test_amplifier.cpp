@@ -355,6 +355,20 @@ TEST_CASE("the fused amplifier on the GPU matches the CPU in float64", "[amplifi
   }
 }
 
+// A one-entry segment's output is c sign(g), so every derivative through it is exactly 0; the backward
+// gets there only as a difference of two equal terms scaled by c / ||p g||, large for tiny gradients.
+// Float arithmetic there left ~0.06 in dg (a simulation of the earlier kernel); double leaves ~1e-10.
+TEST_CASE("on the GPU, tiny gradients give a one-entry segment zero derivatives", "[amplifier][cuda]") {
+  if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
+  const Problem p = make_problem(140, kMixedN, mixed_segments(), {128, 128}, DType::f64, 1e-6);
+  const Result cpu = run(p, true, Device::cpu(), DType::f64);
+  const Result gpu = run(p, true, Device::cuda(0), DType::f32);
+  const std::size_t single = 64;  // mixed_segments()'s {64, 1}
+  CHECK(std::abs(values(cpu.grads[0])[single]) < 1e-6);
+  CHECK(std::abs(values(gpu.grads[0])[single]) < 1e-6);
+  CHECK(rel_error(gpu.grads[0], cpu.grads[0]) < 1e-5);
+}
+
 TEST_CASE("the fused amplifier on the GPU is bit-identical run to run", "[amplifier][cuda][determinism]") {
   if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
   const Problem p = make_problem(130, kMixedN, mixed_segments(), {128, 128});

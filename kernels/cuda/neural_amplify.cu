@@ -18,7 +18,7 @@
 //   2. amp_backward_kernel, a persistent grid of at most kBackwardBlocks blocks, block b taking the
 //      tiles b, b + grid, ...: ds_i = q_i dq_i and the direct dg_i = p_i dq_i (see the CPU file for the
 //      derivation), the hidden activations recomputed into shared memory, then back through the
-//      layers: dW, db of every layer added into the block's own slice of a float partials buffer
+//      layers: dW, db of every layer added into the block's own slice of a double partials buffer
 //      [kBackwardBlocks, params] (each element always by the same thread, in tile order), dg written.
 //   3. amp_grad_finish_kernel: dW, db = the partial slices summed in block order, in double.
 // No atomics anywhere; every sum runs in an order fixed by the shapes and the tile size, so reruns
@@ -377,7 +377,7 @@ __global__ void __launch_bounds__(kDotThreads) amp_dot_kernel(const float* dout,
 // memory: backward_smem_floats. partials: [kBackwardBlocks, net.params], block b adds into row b.
 __global__ void __launch_bounds__(kThreads)
     amp_backward_kernel(const float* dout, const float* g, const float* scores, const float* stats,
-                        const double* dots, Net net, Batch batch, float c, float* dg, float* partials) {
+                        const double* dots, Net net, Batch batch, float c, float* dg, double* partials) {
   extern __shared__ float smem[];
   const int te = batch.entries, ld = net.ld;
   const int last = net.layers - 1;
@@ -388,7 +388,7 @@ __global__ void __launch_bounds__(kThreads)
   float* acts = dg_direct + te;                                  // [last][te][ld]
   float* grad_a = acts + static_cast<std::int64_t>(last) * te * ld;  // [te][ld]
   float* grad_b = grad_a + static_cast<std::int64_t>(te) * ld;       // [te][ld]
-  float* part = partials + static_cast<std::int64_t>(blockIdx.x) * net.params;
+  double* part = partials + static_cast<std::int64_t>(blockIdx.x) * net.params;
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const std::int64_t tiles = batch.first_tile[batch.count];
 
@@ -400,18 +400,20 @@ __global__ void __launch_bounds__(kThreads)
     const std::int64_t segment = batch.first_segment + s;
 
     // ds_i = q_i dq_i and the direct part of dg, from the saved scores and statistics.
+    // In double, as the CPU kernel: dq is a difference of nearly equal terms whenever dout is close to
+    // parallel to u = q / ||q||, and c / ||q|| (large for small gradients) multiplies its rounding error.
     if (static_cast<int>(threadIdx.x) < count) {
-      const float m = stats[segment * 3], z = stats[segment * 3 + 1], norm = stats[segment * 3 + 2];
-      const float a = static_cast<float>(dots[segment]);
+      const double m = stats[segment * 3], z = stats[segment * 3 + 1], norm = stats[segment * 3 + 2];
+      const double a = dots[segment];
       const std::int64_t i = start + threadIdx.x;
       const float x = g[i];
-      const float p = expf(scores[i] - m) / z;
-      const float q = p * x;
-      const float inv_norm = norm > 0.0f ? 1.0f / norm : 0.0f;  // zero gradient: zero derivatives
-      const float dq = (c * inv_norm) * (dout[i] - (q * inv_norm) * a);
+      const double p = exp(static_cast<double>(scores[i]) - m) / z;
+      const double q = p * x;
+      const double inv_norm = norm > 0.0 ? 1.0 / norm : 0.0;  // zero gradient: zero derivatives
+      const double dq = (c * inv_norm) * (static_cast<double>(dout[i]) - (q * inv_norm) * a);
       xs[threadIdx.x] = x;
-      ds[threadIdx.x] = q * dq;
-      dg_direct[threadIdx.x] = dq * p;
+      ds[threadIdx.x] = static_cast<float>(q * dq);
+      dg_direct[threadIdx.x] = static_cast<float>(dq * p);
     }
     __syncthreads();
     hidden_forward_tile(net, count, xs, acts, true, te, stage);
@@ -444,8 +446,8 @@ __global__ void __launch_bounds__(kThreads)
     for (int l = last - 1; l >= 1; --l) {
       const int in = net.in[l], out = net.out[l];
       const float* a_in = hidden_buffer(acts, l - 1, true, te, ld);
-      float* pw = part + net.w_offset[l];
-      float* pb = part + net.b_offset[l];
+      double* pw = part + net.w_offset[l];
+      double* pb = part + net.b_offset[l];
       // dW[o, i] += sum_e G[e, o] a_in[e, i]
       block_gemm(out, in, count, Operand{G, 1, ld}, Operand{a_in, 1, ld}, stage,
                  [=](int r, int cc, float v) { pw[static_cast<std::int64_t>(r) * in + cc] += v; });
@@ -488,7 +490,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // dW, db: the blocks' partial rows summed in block order (double). One thread per parameter.
-__global__ void amp_grad_finish_kernel(const float* partials, int blocks, Net net, AmpGrads grads) {
+__global__ void amp_grad_finish_kernel(const double* partials, int blocks, Net net, AmpGrads grads) {
   for (std::int64_t p = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; p < net.params;
        p += std::int64_t(gridDim.x) * blockDim.x) {
     double acc = 0.0;
@@ -580,7 +582,7 @@ std::size_t neural_amplify_backward_workspace_bytes(const AmpMlp& mlp, std::int6
   if (mlp.layers < 2 || mlp.layers > kMaxAmpLayers) return 0;
   const Net net = make_net(mlp);
   const std::size_t dots = align_up(static_cast<std::size_t>(segments > 0 ? segments : 1) * sizeof(double));
-  return dots + align_up(static_cast<std::size_t>(kBackwardBlocks) * static_cast<std::size_t>(net.params) * sizeof(float));
+  return dots + align_up(static_cast<std::size_t>(kBackwardBlocks) * static_cast<std::size_t>(net.params) * sizeof(double));
 }
 
 cudaError_t launch_neural_amplify_backward(const float* dout, const float* g, std::int64_t n, const AmpMlp& mlp,
@@ -595,12 +597,12 @@ cudaError_t launch_neural_amplify_backward(const float* dout, const float* g, st
   const Net net = make_net(mlp);
   const std::size_t smem = backward_smem_floats(net, tile_entries) * sizeof(float);
   double* dots = static_cast<double*>(workspace);
-  float* partials = reinterpret_cast<float*>(static_cast<char*>(workspace) +
+  double* partials = reinterpret_cast<double*>(static_cast<char*>(workspace) +
                                              align_up(static_cast<std::size_t>(segments > 0 ? segments : 1) *
                                                       sizeof(double)));
   if (n > 0) TG_RETURN_IF_ERROR(cudaMemsetAsync(dg, 0, static_cast<std::size_t>(n) * sizeof(float), stream));
   TG_RETURN_IF_ERROR(cudaMemsetAsync(
-      partials, 0, static_cast<std::size_t>(kBackwardBlocks) * static_cast<std::size_t>(net.params) * sizeof(float),
+      partials, 0, static_cast<std::size_t>(kBackwardBlocks) * static_cast<std::size_t>(net.params) * sizeof(double),
       stream));
   for (std::int64_t first = 0; first < segments; first += kSegmentsPerLaunch) {
     const std::int64_t count = segments - first < kSegmentsPerLaunch ? segments - first : kSegmentsPerLaunch;
