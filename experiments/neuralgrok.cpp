@@ -57,6 +57,7 @@ void NeuralGrok::transform(const ParameterTable& params) const {
 }
 
 void NeuralGrok::prepare_meta_step() {
+  if (!last_outer_loss_.defined()) last_outer_loss_ = Tensor::zeros({}, amp_params_.dtype(), amp_params_.device());
   if (!amp_step_scalars_.defined()) {
     const auto count = static_cast<std::int64_t>(amp_optimizer_->device_scalars(config_.amp_lr).size());
     amp_step_scalars_ = Tensor::zeros({count}, amp_params_.dtype(), amp_params_.device());
@@ -94,7 +95,8 @@ void NeuralGrok::check_outer_loss_of(std::int64_t meta_step) const {
 void NeuralGrok::outer_loss_and_meta_step(const Model& model, const TensorList& theta, const Tensor& outer_ids,
                                           const Tensor& outer_targets, bool device_scalars) {
   const Tensor loss = cross_entropy(model.forward(theta, outer_ids), outer_targets);
-  last_outer_loss_ = loss.detach();
+  if (!last_outer_loss_.defined()) last_outer_loss_ = Tensor::zeros({}, loss.dtype(), loss.device());
+  last_outer_loss_.copy_from_(loss.detach());
   if (!device_scalars) check_outer_loss_of(meta_steps_ + 1);  // a synchronising path: refuse before phi moves
   const TensorList grads = grad({loss}, amp_params_.values());
   tape().clear();

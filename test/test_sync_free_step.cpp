@@ -59,7 +59,10 @@ TrainConfig configure(const std::string& run_dir, const Variant& v) {
   if (v.method == "neuralgrok") {
     c.outer_fraction = 0.05;
     c.amp_hidden = "8,8";
-    c.meta_every = 2;
+    // T 3 with 4 batches an epoch (the last one partial) and evaluation every 8 steps: meta steps
+    // fall on full and partial batches, evaluation steps on and off meta steps, so a run captures
+    // several meta-step graphs and the logged outer loss must come from the latest one replayed.
+    c.meta_every = 3;
     c.clip_grad_norm = 1.0;
   }
   return c;
