@@ -48,8 +48,10 @@ void* CachingAllocator::allocate(std::size_t nbytes) {
       if (ptr == nullptr) {
         throw Error(fmt::format(
             "out of memory on {} while capturing a CUDA graph: could not allocate {:.1f} MiB ({:.1f} MiB in use by "
-            "tensors, {:.1f} MiB cached; the cache cannot be emptied during a capture)",
-            device_name_, size / 1048576.0, stats_.bytes_in_use / 1048576.0, stats_.bytes_cached / 1048576.0));
+            "tensors, {:.1f} MiB cached, {:.1f} MiB held for captured graphs; the cache cannot be emptied during a "
+            "capture)",
+            device_name_, size / 1048576.0, stats_.bytes_in_use / 1048576.0, stats_.bytes_cached / 1048576.0,
+            stats_.bytes_in_pools / 1048576.0));
       }
       ++stats_.raw_allocations;
     }
@@ -64,8 +66,9 @@ void* CachingAllocator::allocate(std::size_t nbytes) {
     }
     if (ptr == nullptr) {
       throw Error(fmt::format(
-          "out of memory on {}: could not allocate {:.1f} MiB ({:.1f} MiB already in use by tensors)",
-          device_name_, size / 1048576.0, stats_.bytes_in_use / 1048576.0));
+          "out of memory on {}: could not allocate {:.1f} MiB ({:.1f} MiB already in use by tensors, {:.1f} MiB "
+          "held for captured graphs)",
+          device_name_, size / 1048576.0, stats_.bytes_in_use / 1048576.0, stats_.bytes_in_pools / 1048576.0));
     }
     ++stats_.raw_allocations;
   }

@@ -55,7 +55,12 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
            dtype_name(dtype), device.str());
   Tensor t;
   const std::size_t nbytes = static_cast<std::size_t>(shape_numel(shape)) * dtype_size(dtype);
-  t.storage_ = std::make_shared<Storage>(nbytes, device);
+  try {
+    t.storage_ = std::make_shared<Storage>(nbytes, device);
+  } catch (const Error& e) {  // out of memory: say which tensor (op outputs and scratch all come here)
+    throw Error(fmt::format("{} (allocating a {} tensor of shape {} on {})", e.what(), dtype_name(dtype),
+                            shape_str(shape), device.str()));
+  }
   t.shape_ = shape;
   t.strides_ = contiguous_strides(shape);
   t.dtype_ = dtype;

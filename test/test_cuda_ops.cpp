@@ -3,6 +3,7 @@
 // Without a GPU these tests are reported as skipped, never as passed.
 #include <catch2/catch_test_macros.hpp>
 
+#include "engine/backend.h"
 #include "op_cases.h"
 
 using namespace tgtest;
@@ -132,4 +133,35 @@ TEST_CASE("GPU kernels at model sizes match the CPU", "[cuda][ops]") {
       }
     }
   }
+}
+
+namespace {
+// out = 1 * a[3,0] b[0,4] + 0.5 * out on `device`, for each transposition: exactly 0.5 * out.
+// Reached only by direct backend calls (matmul and linear handle k = 0 themselves); cuBLAS refuses
+// a leading dimension of 0, so on the GPU this checks the backend passes at least 1.
+void check_gemm_empty_inner(Device device) {
+  for (const bool ta : {false, true}) {
+    for (const bool tb : {false, true}) {
+      CAPTURE(ta, tb);
+      Rng rng(11);
+      const Tensor out0 = random(rng, {3, 4}, DType::f32);
+      const Tensor a = Tensor::zeros(ta ? Shape{0, 3} : Shape{3, 0}, DType::f32, device);
+      const Tensor b = Tensor::zeros(tb ? Shape{4, 0} : Shape{0, 4}, DType::f32, device);
+      Tensor out = out0.to(device).clone();
+      backend_for(device).gemm(a, b, out, ta, tb, 1.0, 0.5);
+      std::vector<double> expected = values(out0);
+      for (double& v : expected) v = static_cast<double>(static_cast<float>(v) * 0.5f);
+      CHECK(values(out) == expected);
+    }
+  }
+}
+}  // namespace
+
+TEST_CASE("a GEMM with an empty inner dimension scales out by beta", "[ops]") {
+  check_gemm_empty_inner(Device::cpu());
+}
+
+TEST_CASE("on the GPU, a GEMM with an empty inner dimension scales out by beta", "[cuda][ops]") {
+  if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
+  check_gemm_empty_inner(Device::cuda(0));
 }

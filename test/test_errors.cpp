@@ -41,6 +41,15 @@ TEST_CASE("a view with more than 8 dimensions that cannot be merged is refused, 
   CHECK(w.contiguous().numel() == 256);
 }
 
+TEST_CASE("running out of memory names the tensor, and the allocator keeps working", "[errors][memory]") {
+  // 4 PiB: beyond any address space, so the allocation fails whatever the machine's overcommit policy.
+  const std::int64_t huge = std::int64_t{1} << 50;
+  CHECK_THROWS_WITH(Tensor::empty({2, huge}, DType::f32),
+                    ContainsSubstring("out of memory on cpu") && ContainsSubstring("f32 tensor of shape [2, " +
+                                                                                   std::to_string(huge) + "]"));
+  CHECK(values(Tensor::full({3}, 2.0, DType::f32)) == std::vector<double>{2.0, 2.0, 2.0});
+}
+
 TEST_CASE("dtype errors", "[errors]") {
   Rng rng(2);
   Tensor f32 = random(rng, {2, 2}, DType::f32), f64 = random(rng, {2, 2}, DType::f64);

@@ -16,6 +16,7 @@
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <atomic>
 #include <climits>
 #include <cmath>
@@ -317,7 +318,8 @@ class CudaBackend final : public Backend {
     // Row-major out = op(a) op(b) is column-major out^T = op(b)^T op(a)^T: pass b first.
     const cublasOperation_t op_b = tb ? CUBLAS_OP_T : CUBLAS_OP_N, op_a = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
     const int M = static_cast<int>(m), N = static_cast<int>(n), K = static_cast<int>(k);
-    const int ldb = tb ? K : N, lda = ta ? M : K;
+    // cuBLAS wants leading dimensions >= 1 even when k == 0 (then out = beta * out, as on the CPU).
+    const int ldb = std::max(1, tb ? K : N), lda = std::max(1, ta ? M : K);
     if (batch == 1) {
       check_cublas(cublasSgemm(cublas_, op_b, op_a, N, M, K, &al, ptr<const float>(b), ldb, ptr<const float>(a), lda,
                                &be, ptr<float>(out), N),
@@ -392,7 +394,7 @@ class CudaBackend final : public Backend {
     prepare("reduce_all", args);
     const std::int64_t n = x.numel();
     const std::size_t bytes = reduce_all_workspace_bytes(n);
-    Scratch scratch(allocator_, bytes);
+    Scratch scratch(allocator_, bytes, "reduce_all");
     check_kernel(launch_reduce_all(reduce_code(op), ptr<const float>(x), ptr<float>(out), n,
                                    scratch.get(), bytes, stream_),
                  "reduce_all", args);
@@ -552,7 +554,7 @@ class CudaBackend final : public Backend {
     if (dsum.defined()) prepare("layernorm_backward", {{"dsum", dsum}});
     const std::int64_t rows = x.size(0), c = x.size(1);
     const std::size_t bytes = layernorm_backward_workspace_bytes(rows, c);
-    Scratch scratch(allocator_, bytes);
+    Scratch scratch(allocator_, bytes, "layernorm_backward");
     check_kernel(launch_layernorm_backward(ptr<const float>(dy), ptr<const float>(x), ptr<const float>(gamma),
                                            ptr<const float>(mean), ptr<const float>(rstd),
                                            dsum.defined() ? ptr<const float>(dsum) : nullptr, ptr<float>(dx),
@@ -575,7 +577,7 @@ class CudaBackend final : public Backend {
     prepare("attention_backward", args);
     const std::int64_t b = qkv.size(0), t = qkv.size(1), c = qkv.size(2) / 3;
     const std::size_t bytes = attention_backward_workspace_bytes(b, t, c, n_heads, limits_);
-    Scratch scratch(allocator_, bytes);
+    Scratch scratch(allocator_, bytes, "attention_backward");
     check_kernel(launch_attention_backward(ptr<const float>(dy), ptr<const float>(qkv), ptr<const float>(probs),
                                            ptr<float>(dqkv), b, t, c, n_heads, limits_, scratch.get(),
                                            bytes, stream_),
@@ -604,7 +606,7 @@ class CudaBackend final : public Backend {
                        {"mean", mean}};
     prepare("cross_entropy_forward", args);
     const std::size_t bytes = cross_entropy_forward_workspace_bytes(logits.size(0));
-    Scratch scratch(allocator_, bytes);
+    Scratch scratch(allocator_, bytes, "cross_entropy_forward");
     check_kernel(launch_cross_entropy_forward(ptr<const float>(logits), ptr<const std::int32_t>(targets),
                                               ptr<float>(losses), ptr<float>(lse), ptr<float>(mean), logits.size(0),
                                               logits.size(1), scratch.get(), bytes, stream_),
@@ -642,7 +644,7 @@ class CudaBackend final : public Backend {
     }
     const auto count = static_cast<std::int64_t>(segments.size());
     const std::size_t bytes = neural_amplify_forward_workspace_bytes(size.data(), count, entries);
-    Scratch scratch(allocator_, bytes);
+    Scratch scratch(allocator_, bytes, op);
     check_kernel(launch_neural_amplify_forward(ptr<const float>(g), g.numel(), mlp, begin.data(), size.data(), count,
                                                static_cast<float>(c), entries, ptr<float>(out), ptr<float>(scores),
                                                ptr<float>(stats), scratch.get(), bytes, stream_),
@@ -673,7 +675,7 @@ class CudaBackend final : public Backend {
     }
     const auto count = static_cast<std::int64_t>(segments.size());
     const std::size_t bytes = neural_amplify_backward_workspace_bytes(mlp, count);
-    Scratch scratch(allocator_, bytes);
+    Scratch scratch(allocator_, bytes, op);
     check_kernel(launch_neural_amplify_backward(ptr<const float>(dout), ptr<const float>(g), g.numel(), mlp,
                                                 begin.data(), size.data(), count, static_cast<float>(c), entries,
                                                 ptr<const float>(scores), ptr<const float>(stats), ptr<float>(dg),
@@ -825,8 +827,15 @@ class CudaBackend final : public Backend {
   // while kernels still run: every later user of the block is queued behind them on the stream.
   class Scratch {
    public:
-    Scratch(CachingAllocator& allocator, std::size_t nbytes)
-        : allocator_(allocator), nbytes_(nbytes), ptr_(nbytes > 0 ? allocator.allocate(nbytes) : nullptr) {}
+    Scratch(CachingAllocator& allocator, std::size_t nbytes, const char* kernel)
+        : allocator_(allocator), nbytes_(nbytes), ptr_(nullptr) {
+      if (nbytes == 0) return;
+      try {
+        ptr_ = allocator.allocate(nbytes);
+      } catch (const Error& e) {  // out of memory: say which kernel wanted the workspace
+        throw Error(fmt::format("{} (workspace of cuda kernel {})", e.what(), kernel));
+      }
+    }
     ~Scratch() {
       if (ptr_ != nullptr) allocator_.deallocate(ptr_, nbytes_);
     }
