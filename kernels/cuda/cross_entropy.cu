@@ -48,6 +48,7 @@ __global__ void cross_entropy_forward_kernel(const float* logits, const std::int
     partials[blockIdx.x] = block_sum;
     __threadfence();  // the partial is visible to every block before the ticket is taken
     if (atomicAdd(ticket, 1u) == gridDim.x - 1) {  // the last block: every partial is written
+      __threadfence();  // acquire side: no read of a partial moves above the ticket
       const volatile double* all = partials;
       double total = 0.0;
       for (unsigned b = 0; b < gridDim.x; ++b) total += all[b];
