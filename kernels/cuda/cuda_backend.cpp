@@ -384,8 +384,10 @@ class CudaBackend final : public Backend {
                   std::int64_t inner) override {
     const Args args = {{"x", x}, {"out", out}};
     prepare("reduce_dim", args);
-    check_kernel(launch_reduce_dim(reduce_code(op), ptr<const float>(x), ptr<float>(out), outer, reduce,
-                                   inner, stream_),
+    const std::size_t bytes = reduce_dim_workspace_bytes(outer, reduce, inner);
+    Scratch scratch(allocator_, bytes, "reduce_dim");
+    check_kernel(launch_reduce_dim(reduce_code(op), ptr<const float>(x), ptr<float>(out), outer, reduce, inner,
+                                   scratch.get(), bytes, stream_),
                  "reduce_dim", args);
   }
 

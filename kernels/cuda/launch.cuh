@@ -85,9 +85,12 @@ cudaError_t launch_binary(BinaryCode op, const float* a, const Operand& a_access
                           const Operand& b_access, float* out, std::int64_t n, cudaStream_t stream);
 
 // ---------------------------------------------------------------- reduce.cu
-// x: [outer, reduce, inner] -> out: [outer, inner]; the sum of x, x^2 or -|x| ln|x| by `op`.
+// x: [outer, reduce, inner] -> out: [outer, inner]; the sum of x, x^2 or -|x| ln|x| by `op`. Few long
+// columns are split over blocks by rows, into a scratch of reduce_dim_workspace_bytes (0 otherwise).
+std::size_t reduce_dim_workspace_bytes(std::int64_t outer, std::int64_t reduce, std::int64_t inner);
 cudaError_t launch_reduce_dim(ReduceCode op, const float* x, float* out, std::int64_t outer, std::int64_t reduce,
-                              std::int64_t inner, cudaStream_t stream);
+                              std::int64_t inner, void* workspace, std::size_t workspace_bytes,
+                              cudaStream_t stream);
 // x: [n] -> out: [1] (CUB DeviceReduce, double accumulator). Scratch of reduce_all_workspace_bytes(n).
 std::size_t reduce_all_workspace_bytes(std::int64_t n);
 cudaError_t launch_reduce_all(ReduceCode op, const float* x, float* out, std::int64_t n, void* workspace,

@@ -46,6 +46,66 @@ __global__ void __launch_bounds__(kReduceThreadsFew) reduce_dim_kernel(const flo
   }
 }
 
+// The split path, for few long columns (a bias gradient: [2560, 512] -> [512] is 16 column tiles,
+// which alone would keep 16 SMs busy): the rows are cut into `chunks` pieces fixed by the shapes
+// alone, block (tile, chunk) sums its piece of its tile's columns into a double partial
+// [chunks, outer, inner], and reduce_dim_finish_kernel adds the chunks in order.
+constexpr int kSplitThreads = 256;
+constexpr std::int64_t kSplitTargetBlocks = 512;  // a few waves on any current GPU; a constant, so the order is one
+constexpr std::int64_t kSplitMinRows = 64;        // rows per chunk at least
+
+struct ReduceSplit {
+  std::int64_t chunks = 1, rows_per_chunk = 0;
+};
+ReduceSplit reduce_split(std::int64_t outer, std::int64_t reduce, std::int64_t tiles_per_outer) {
+  const std::int64_t pairs = outer * tiles_per_outer;
+  if (pairs >= kFewTiles) return {};
+  std::int64_t chunks = kSplitTargetBlocks / pairs;
+  if (reduce / kSplitMinRows < chunks) chunks = reduce / kSplitMinRows;
+  if (chunks < 2) return {};
+  const std::int64_t rows = (reduce + chunks - 1) / chunks;
+  return {(reduce + rows - 1) / rows, rows};
+}
+
+// Grid (outer * tiles_per_outer, chunks), block (tx, kSplitThreads / tx): as reduce_dim_kernel over
+// rows [chunk * rows_per_chunk, +rows_per_chunk), written to partials[chunk, o, i].
+template <ReduceCode kOp>
+__global__ void __launch_bounds__(kSplitThreads)
+    reduce_dim_partials_kernel(const float* x, double* partials, std::int64_t outer, std::int64_t reduce,
+                               std::int64_t inner, std::int64_t tiles_per_outer, std::int64_t rows_per_chunk) {
+  __shared__ double partial[kSplitThreads];
+  const int tx = blockDim.x, ty = blockDim.y;
+  const int slot = threadIdx.y * tx + threadIdx.x;
+  const std::int64_t tile = blockIdx.x, chunk = blockIdx.y;
+  const std::int64_t o = tile / tiles_per_outer;
+  const std::int64_t i = (tile % tiles_per_outer) * tx + threadIdx.x;
+  const std::int64_t begin = chunk * rows_per_chunk;
+  const std::int64_t end = begin + rows_per_chunk < reduce ? begin + rows_per_chunk : reduce;
+  double acc = 0.0;
+  if (i < inner) {
+    const float* base = x + o * reduce * inner + i;
+#pragma unroll 4
+    for (std::int64_t r = begin + threadIdx.y; r < end; r += ty) acc += reduce_term<kOp>(base[r * inner]);
+  }
+  partial[slot] = acc;
+  __syncthreads();
+  for (int s = ty / 2; s > 0; s >>= 1) {
+    if (static_cast<int>(threadIdx.y) < s) partial[slot] += partial[slot + s * tx];
+    __syncthreads();
+  }
+  if (threadIdx.y == 0 && i < inner) partials[(chunk * outer + o) * inner + i] = partial[threadIdx.x];
+}
+
+// out[o, i] = sum over chunks, in chunk order, of partials[chunk, o, i].
+__global__ void reduce_dim_finish_kernel(const double* partials, float* out, std::int64_t chunks, std::int64_t size) {
+  for (std::int64_t k = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; k < size;
+       k += std::int64_t(gridDim.x) * blockDim.x) {
+    double acc = 0.0;
+    for (std::int64_t c = 0; c < chunks; ++c) acc += partials[c * size + k];
+    out[k] = static_cast<float>(acc);
+  }
+}
+
 struct ToDouble {
   __host__ __device__ double operator()(float v) const { return static_cast<double>(v); }
 };
@@ -124,11 +184,48 @@ __global__ void __launch_bounds__(kCountThreads) count_equal_kernel(const std::i
 
 }  // namespace
 
+namespace {
+int reduce_tile_width(std::int64_t inner) { return next_pow2(inner) < kWarp ? next_pow2(inner) : kWarp; }
+}  // namespace
+
+std::size_t reduce_dim_workspace_bytes(std::int64_t outer, std::int64_t reduce, std::int64_t inner) {
+  if (outer <= 0 || inner <= 0) return 0;
+  const int tx = reduce_tile_width(inner);
+  const ReduceSplit split = reduce_split(outer, reduce, (inner + tx - 1) / tx);
+  return split.chunks > 1 ? static_cast<std::size_t>(split.chunks * outer * inner) * sizeof(double) : 0;
+}
+
 cudaError_t launch_reduce_dim(ReduceCode op, const float* x, float* out, std::int64_t outer, std::int64_t reduce,
-                              std::int64_t inner, cudaStream_t stream) {
+                              std::int64_t inner, void* workspace, std::size_t workspace_bytes,
+                              cudaStream_t stream) {
   if (outer <= 0 || inner <= 0) return cudaSuccess;
-  const int tx = next_pow2(inner) < kWarp ? next_pow2(inner) : kWarp;
+  const int tx = reduce_tile_width(inner);
   const std::int64_t tiles_per_outer = (inner + tx - 1) / tx;
+  const ReduceSplit split = reduce_split(outer, reduce, tiles_per_outer);
+  if (split.chunks > 1) {
+    if (workspace_bytes < reduce_dim_workspace_bytes(outer, reduce, inner)) return cudaErrorInvalidValue;
+    double* partials = static_cast<double*>(workspace);
+    const dim3 grid(static_cast<unsigned>(outer * tiles_per_outer), static_cast<unsigned>(split.chunks));
+    const dim3 block(tx, kSplitThreads / tx);
+    switch (op) {
+      case ReduceCode::sum:
+        reduce_dim_partials_kernel<ReduceCode::sum>
+            <<<grid, block, 0, stream>>>(x, partials, outer, reduce, inner, tiles_per_outer, split.rows_per_chunk);
+        break;
+      case ReduceCode::sum_squares:
+        reduce_dim_partials_kernel<ReduceCode::sum_squares>
+            <<<grid, block, 0, stream>>>(x, partials, outer, reduce, inner, tiles_per_outer, split.rows_per_chunk);
+        break;
+      case ReduceCode::abs_entropy:
+        reduce_dim_partials_kernel<ReduceCode::abs_entropy>
+            <<<grid, block, 0, stream>>>(x, partials, outer, reduce, inner, tiles_per_outer, split.rows_per_chunk);
+        break;
+    }
+    TG_RETURN_IF_LAUNCH_FAILED();
+    reduce_dim_finish_kernel<<<grid_for(outer * inner, 256), 256, 0, stream>>>(partials, out, split.chunks,
+                                                                                outer * inner);
+    return cudaGetLastError();
+  }
   const int threads = outer * tiles_per_outer < kFewTiles && reduce >= 1024 ? kReduceThreadsFew : kReduceThreads;
   const dim3 block(tx, threads / tx);
   const unsigned grid = grid_for(outer * tiles_per_outer, 1);
