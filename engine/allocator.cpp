@@ -89,6 +89,13 @@ void CachingAllocator::deallocate(void* ptr, std::size_t nbytes) {
       return;
     }
   }
+  if (active_pool_ != 0) {
+    // Allocated before the capture, freed during it: the graph may have used it, so it joins the pool.
+    pool_of_[ptr] = active_pool_;
+    pools_[active_pool_][size].push_back(ptr);
+    stats_.bytes_in_pools += size;
+    return;
+  }
   free_blocks_[size].push_back(ptr);
   stats_.bytes_cached += size;
 }

@@ -13,7 +13,8 @@
 //    blocks freed earlier in the same capture first (the work that used them comes earlier in stream
 //    order, in the capture and in every replay), else from the general cache or the device;
 //  - a pool's blocks return to that pool when freed, during the capture or after it, never to the
-//    general cache, and empty_cache() leaves them alone;
+//    general cache, and empty_cache() leaves them alone; a block allocated before the capture and
+//    freed during it joins the pool too (a kernel of the graph may have used it);
 //  - release_pool() (the graph is gone) hands the pool's free blocks to the general cache; its blocks
 //    still in use go there when they are freed.
 // Out of memory during a capture is an error at once: emptying the cache would synchronise the device,

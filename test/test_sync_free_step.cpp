@@ -153,6 +153,20 @@ TEST_CASE("a capture pool keeps the blocks of a graph to itself until it is rele
   void* r1 = a.allocate(1000);
   CHECK(r1 == p1);
 
+  // A block allocated before a capture and freed during it may be one the graph used: it joins the
+  // pool, so nothing outside the graph gets it until the pool is released.
+  void* older = a.allocate(3000);
+  const CachingAllocator::PoolId third = a.begin_pool();
+  a.deallocate(older, 3000);
+  a.end_pool();
+  CHECK(a.pool_blocks(third) == 1);
+  CHECK(a.stats().bytes_in_pools == CachingAllocator::round_size(3000));
+  void* outside = a.allocate(3000);
+  CHECK(outside != older);
+  a.deallocate(outside, 3000);
+  a.release_pool(third);
+  CHECK(a.stats().bytes_in_pools == 0);
+
   // A block still in use when its pool is released goes to the general cache when freed.
   const CachingAllocator::PoolId second = a.begin_pool();
   void* held = a.allocate(4096);
