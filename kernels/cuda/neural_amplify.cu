@@ -110,7 +110,8 @@ std::size_t forward_smem_floats(const Net& net, int te) {
 }
 std::size_t backward_smem_floats(const Net& net, int te) {
   const std::size_t hidden = static_cast<std::size_t>(net.layers - 1);
-  return kStageFloats + 3 * static_cast<std::size_t>(te) + (hidden + 2) * static_cast<std::size_t>(te) * net.ld;
+  // ds (double, 2 floats each), stage, xs, dg_direct, activations and two gradient buffers.
+  return kStageFloats + 4 * static_cast<std::size_t>(te) + (hidden + 2) * static_cast<std::size_t>(te) * net.ld;
 }
 
 std::size_t align_up(std::size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
@@ -243,7 +244,7 @@ __device__ void hidden_forward_tile(const Net& net, int count, const float* xs, 
 // tile_stats[(tile_base + tile) * 3 + {0, 1, 2}] = (m_t, sum exp(s - m_t), sum (exp(s - m_t) g)^2).
 __global__ void __launch_bounds__(kThreads)
     amp_forward_kernel(const float* g, Net net, Batch batch, float* scores, double* tile_stats) {
-  extern __shared__ float smem[];
+  extern __shared__ __align__(16) float smem[];
   const int te = batch.entries, ld = net.ld;
   float* stage = smem;
   float* xs = stage + kStageFloats;
@@ -378,13 +379,15 @@ __global__ void __launch_bounds__(kDotThreads) amp_dot_kernel(const float* dout,
 __global__ void __launch_bounds__(kThreads)
     amp_backward_kernel(const float* dout, const float* g, const float* scores, const float* stats,
                         const double* dots, Net net, Batch batch, float c, float* dg, double* partials) {
-  extern __shared__ float smem[];
+  extern __shared__ __align__(16) float smem[];
   const int te = batch.entries, ld = net.ld;
   const int last = net.layers - 1;
-  float* stage = smem;
+  // ds_i stays in double through the last layer's sums: they cancel (sum_i ds_i is exactly 0 per
+  // segment), so float rounding of each term would leave noise of ~1e-7 x sum |ds| there.
+  double* ds = reinterpret_cast<double*>(smem);                  // [te], first: 8-byte aligned
+  float* stage = smem + 2 * te;
   float* xs = stage + kStageFloats;
-  float* ds = xs + te;
-  float* dg_direct = ds + te;
+  float* dg_direct = xs + te;
   float* acts = dg_direct + te;                                  // [last][te][ld]
   float* grad_a = acts + static_cast<std::int64_t>(last) * te * ld;  // [te][ld]
   float* grad_b = grad_a + static_cast<std::int64_t>(te) * ld;       // [te][ld]
@@ -412,7 +415,7 @@ __global__ void __launch_bounds__(kThreads)
       const double inv_norm = norm > 0.0 ? 1.0 / norm : 0.0;  // zero gradient: zero derivatives
       const double dq = (c * inv_norm) * (static_cast<double>(dout[i]) - (q * inv_norm) * a);
       xs[threadIdx.x] = x;
-      ds[threadIdx.x] = static_cast<float>(q * dq);
+      ds[threadIdx.x] = q * dq;
       dg_direct[threadIdx.x] = static_cast<float>(dq * p);
     }
     __syncthreads();
@@ -424,18 +427,18 @@ __global__ void __launch_bounds__(kThreads)
       const float* a = hidden_buffer(acts, last - 1, true, te, ld);
       const float* w = net.w[last];
       for (int j = threadIdx.x; j < h; j += kThreads) {
-        float acc = 0.f;
-        for (int e = 0; e < count; ++e) acc = fmaf(ds[e], a[e * ld + j], acc);
+        double acc = 0.0;
+        for (int e = 0; e < count; ++e) acc += ds[e] * a[e * ld + j];
         part[net.w_offset[last] + j] += acc;
       }
       if (threadIdx.x == 0) {
-        float acc = 0.f;
+        double acc = 0.0;
         for (int e = 0; e < count; ++e) acc += ds[e];
         part[net.b_offset[last]] += acc;
       }
       for (int idx = threadIdx.x; idx < count * h; idx += kThreads) {
         const int e = idx / h, j = idx % h;
-        grad_a[e * ld + j] = a[e * ld + j] > 0.f ? ds[e] * w[j] : 0.f;
+        grad_a[e * ld + j] = a[e * ld + j] > 0.f ? static_cast<float>(ds[e] * w[j]) : 0.f;
       }
     }
     __syncthreads();
