@@ -54,6 +54,9 @@ constexpr int kSplitThreads = 256;
 constexpr std::int64_t kSplitTargetBlocks = 512;  // a few waves on any current GPU; a constant, so the order is one
 constexpr std::int64_t kSplitMinRows = 64;        // rows per chunk at least
 
+// Columns per block: a warp's worth, or fewer for narrow outputs.
+int reduce_tile_width(std::int64_t inner) { return next_pow2(inner) < kWarp ? next_pow2(inner) : kWarp; }
+
 struct ReduceSplit {
   std::int64_t chunks = 1, rows_per_chunk = 0;
 };
@@ -182,10 +185,6 @@ __global__ void __launch_bounds__(kCountThreads) count_equal_kernel(const std::i
   if (threadIdx.x == 0) out[0] = static_cast<float>(equal);
 }
 
-}  // namespace
-
-namespace {
-int reduce_tile_width(std::int64_t inner) { return next_pow2(inner) < kWarp ? next_pow2(inner) : kWarp; }
 }  // namespace
 
 std::size_t reduce_dim_workspace_bytes(std::int64_t outer, std::int64_t reduce, std::int64_t inner) {
