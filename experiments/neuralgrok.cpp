@@ -42,6 +42,7 @@ NeuralGrok::NeuralGrok(const TrainConfig& config, const ParameterTable& model_pa
   // The official code: torch.optim.Adam(lr 1e-4, betas (0.9, 0.98), weight_decay 1e-3) on phi.
   amp_optimizer_ = make_adam(amp_params_, {0.9, 0.98, 1e-8, config.amp_weight_decay, false});
   segments_ = parameter_segments(model_params);
+  last_outer_loss_ = Tensor::zeros({}, amp_params_.dtype(), amp_params_.device());
   TG_CHECK(config.meta_grad != "unrolled" || config.optimizer != "sgd" || config.momentum == 0.0,
            "--meta-grad unrolled supports adam, adamw and plain SGD (momentum 0); got sgd with momentum {}",
            config.momentum);
@@ -57,7 +58,6 @@ void NeuralGrok::transform(const ParameterTable& params) const {
 }
 
 void NeuralGrok::prepare_meta_step() {
-  if (!last_outer_loss_.defined()) last_outer_loss_ = Tensor::zeros({}, amp_params_.dtype(), amp_params_.device());
   if (!amp_step_scalars_.defined()) {
     const auto count = static_cast<std::int64_t>(amp_optimizer_->device_scalars(config_.amp_lr).size());
     amp_step_scalars_ = Tensor::zeros({count}, amp_params_.dtype(), amp_params_.device());
@@ -82,12 +82,11 @@ void NeuralGrok::count_replayed_meta_step() {
   ++meta_steps_;
 }
 
-double NeuralGrok::last_outer_loss() const { return last_outer_loss_.defined() ? last_outer_loss_.item() : 0.0; }
+double NeuralGrok::last_outer_loss() const { return last_outer_loss_.item(); }
 
 void NeuralGrok::check_outer_loss() const { check_outer_loss_of(meta_steps_); }
 
 void NeuralGrok::check_outer_loss_of(std::int64_t meta_step) const {
-  if (!last_outer_loss_.defined()) return;
   const double loss = last_outer_loss_.item();
   TG_CHECK(std::isfinite(loss), "NeuralGrok meta step {}: the outer loss is {}", meta_step, loss);
 }
@@ -95,7 +94,6 @@ void NeuralGrok::check_outer_loss_of(std::int64_t meta_step) const {
 void NeuralGrok::outer_loss_and_meta_step(const Model& model, const TensorList& theta, const Tensor& outer_ids,
                                           const Tensor& outer_targets, bool device_scalars) {
   const Tensor loss = cross_entropy(model.forward(theta, outer_ids), outer_targets);
-  if (!last_outer_loss_.defined()) last_outer_loss_ = Tensor::zeros({}, loss.dtype(), loss.device());
   last_outer_loss_.copy_from_(loss.detach());
   if (!device_scalars) check_outer_loss_of(meta_steps_ + 1);  // a synchronising path: refuse before phi moves
   const TensorList grads = grad({loss}, amp_params_.values());

@@ -90,9 +90,8 @@ class NeuralGrok {
   std::unique_ptr<Optimizer> amp_optimizer_;
   std::vector<Segment> segments_;  // the model's parameters in its flat buffers
   std::int64_t meta_steps_ = 0;
-  // [] on the device: 0 until a meta step writes it, undefined before prepare_meta_step or the first
-  // meta step. One buffer for the whole run, allocated outside any graph capture, that every meta
-  // step copies L_outer into: a tensor assigned inside a captured step would live in that graph's
+  // [] on the device, 0 until a meta step writes it. One buffer for the whole run, allocated by the
+  // constructor (outside any graph capture), that every meta step copies L_outer into: a tensor assigned inside a captured step would live in that graph's
   // pool, and with several meta-step graphs (full and partial batches, evaluation steps) it would
   // point at whichever graph was captured last.
   Tensor last_outer_loss_;
