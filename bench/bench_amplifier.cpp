@@ -14,6 +14,10 @@
 // Bytes (fewest moved, f32): forward reads g, writes scores and out: 12 N; backward reads dout, g,
 // scores, writes dg: 16 N (the weights are small and not counted).
 //
+// On the CPU the backend evaluates the MLP as its exact piecewise-linear form when that is cheaper
+// (kernels/cpu/amplifier_pieces.h): those rows do not do the flops above, so they show no GFLOP/s,
+// and the same kernels forced to run the MLP on every entry (MlpPath::direct) are timed beside them.
+//
 // Timing: `warmup` calls, then `repeats` samples of one call each followed by Backend::synchronize;
 // the median is reported with the interquartile spread.
 #include <CLI/CLI.hpp>
@@ -31,6 +35,8 @@
 #include "engine/ops.h"
 #include "engine/parameters.h"
 #include "engine/random.h"
+#include "kernels/cpu/amplifier_pieces.h"
+#include "kernels/cpu/kernels.h"
 #include "optim/amplifier.h"
 
 namespace {
@@ -204,13 +210,49 @@ int main(int argc, char** argv) {
     TensorList dweights;
     for (const Tensor& w : weights) dweights.push_back(Tensor::empty(w.shape(), DType::f32, device));
     const double c = amp.config().c;
+    // The CPU kernels' view of the same buffers, for the direct-MLP peer rows.
+    tg::cpu::Mlp<float> mlp;
+    std::vector<tg::cpu::Run> runs;
+    std::vector<float*> dw, db;
+    i64 pieces = 0;
+    if (!gpu) {
+      for (std::size_t i = 0; i + 1 < weights.size(); i += 2) {
+        mlp.w.push_back(weights[i].data<float>());
+        mlp.b.push_back(weights[i + 1].data<float>());
+        mlp.out.push_back(weights[i].size(0));
+        mlp.in.push_back(weights[i].size(1));
+        dw.push_back(dweights[i].data<float>());
+        db.push_back(dweights[i + 1].data<float>());
+      }
+      for (const tg::Segment& s : segments) runs.push_back({s.begin, s.size});
+      const auto table = tg::cpu::AmplifierPieces::for_path(mlp, runs, tg::cpu::MlpPath::automatic);
+      pieces = table ? table->pieces() : 0;
+    }
+    const double backend_flops = pieces > 0 ? 0.0 : flops;  // the piecewise path does not do the MLP's flops
     const Timing fwd = measure(be, o.warmup, o.repeats,
                                [&] { be.neural_amplify_forward(g, weights, segments, c, out, scores, stats); });
-    row("fused forward (backend)", fwd, flops, 12 * n, gemm_gflops, copy_gbps);
+    row(pieces > 0 ? "fused forward (backend, pieces)" : "fused forward (backend)", fwd, backend_flops, 12 * n,
+        gemm_gflops, copy_gbps);
     const Timing bwd = measure(be, o.warmup, o.repeats, [&] {
       be.neural_amplify_backward(dout, g, weights, segments, c, scores, stats, dg, dweights);
     });
-    row("fused backward (backend)", bwd, 3 * flops, 16 * n, gemm_gflops, copy_gbps);
+    row(pieces > 0 ? "fused backward (backend, pieces)" : "fused backward (backend)", bwd, 3 * backend_flops, 16 * n,
+        gemm_gflops, copy_gbps);
+    if (pieces > 0) {
+      const float* gp = g.data<float>();
+      const Timing dfwd = measure(be, o.warmup, o.repeats, [&] {
+        tg::cpu::neural_amplify_forward(gp, padded, mlp, runs, c, out.data<float>(), scores.data<float>(),
+                                        stats.data<float>(), tg::cpu::MlpPath::direct);
+      });
+      row("cpu forward, direct MLP", dfwd, flops, 12 * n, gemm_gflops, copy_gbps);
+      const Timing dbwd = measure(be, o.warmup, o.repeats, [&] {
+        tg::cpu::neural_amplify_backward(dout.data<float>(), gp, padded, mlp, runs, c, scores.data<float>(),
+                                         stats.data<float>(), dg.data<float>(), dw, db, tg::cpu::MlpPath::direct);
+      });
+      row("cpu backward, direct MLP", dbwd, 3 * flops, 16 * n, gemm_gflops, copy_gbps);
+      fmt::print("  ({} linear pieces; the piecewise path is {:.1f}x faster forward, {:.1f}x backward)\n", pieces,
+                 dfwd.median_s / fwd.median_s, dbwd.median_s / bwd.median_s);
+    }
 
     // ---- through the op layer and the tape: forward + backward to g and every weight
     auto forward_backward = [&](bool fused) {
@@ -226,7 +268,7 @@ int main(int argc, char** argv) {
       tg::tape().clear();
     };
     const Timing fused_fb = measure(be, o.warmup, o.repeats, [&] { forward_backward(true); });
-    row("neural_amplify fwd+bwd (op, tape)", fused_fb, 4 * flops, 0, gemm_gflops, copy_gbps);
+    row("neural_amplify fwd+bwd (op, tape)", fused_fb, 4 * backend_flops, 0, gemm_gflops, copy_gbps);
     if (o.composite) {
       const Timing cf = measure(be, o.warmup, o.repeats, [&] { (void)amp.apply_composite(weights, g, segments); });
       row("composite forward", cf, flops, 0, gemm_gflops, copy_gbps);

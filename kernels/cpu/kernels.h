@@ -117,16 +117,20 @@ template <class T> struct Mlp {
   std::vector<const T*> w, b;
   std::vector<std::int64_t> in, out;
 };
+// How the MLP's scores (and their derivatives) are computed: `direct` runs the MLP on every entry;
+// `pieces` evaluates it as the exact piecewise-linear function it is (amplifier_pieces.h);
+// `automatic` takes the pieces when they cost fewer multiply-adds than the direct MLP.
+enum class MlpPath { automatic, direct, pieces };
 // g, out, scores: [n]; stats: [runs, 3] = (max score, sum exp(score - max), ||p g||) per run.
 // See Backend::neural_amplify_forward.
 template <class T>
 void neural_amplify_forward(const T* g, std::int64_t n, const Mlp<T>& mlp, const std::vector<Run>& runs, double c,
-                            T* out, T* scores, T* stats);
+                            T* out, T* scores, T* stats, MlpPath path = MlpPath::automatic);
 // dout, g, dg: [n]; dw[l], db[l]: shaped like mlp.w[l], mlp.b[l] (overwritten).
 template <class T>
 void neural_amplify_backward(const T* dout, const T* g, std::int64_t n, const Mlp<T>& mlp, const std::vector<Run>& runs,
                              double c, const T* scores, const T* stats, T* dg, const std::vector<T*>& dw,
-                             const std::vector<T*>& db);
+                             const std::vector<T*>& db, MlpPath path = MlpPath::automatic);
 
 // ---- Grokfast filters (grokfast.cpp) ----  all buffers [n]; see Backend::grokfast_ema / grokfast_ma
 template <class T> void grokfast_ema(T* g, T* mu, std::int64_t n, T alpha, T lambda, bool first_step);

@@ -1,7 +1,15 @@
 // NeuralGrok's gradient amplifier on the CPU (Backend::neural_amplify_forward / _backward).
 //
-// The MLP runs on chunks of kChunk consecutive entries of one run (a parameter tensor), so a chunk's
-// activations ([kChunk, h] per layer, 256 KiB for h = 128 in f32) stay in the core's L2 cache: the
+// Two ways to get the MLP's scores and their derivatives (MlpPath):
+//  - pieces (the default whenever it is cheaper, as it is for the model's ~423k entries): the MLP is
+//    a piecewise-linear function of its scalar input, built once per call (amplifier_pieces.h); an
+//    entry costs a binary search and a multiply-add, and the weight gradients come from per-piece
+//    sums of ds and ds * g.
+//  - direct, below: the MLP on every entry. It is the fallback when the pieces would cost more (a
+//    deep and wide MLP, or few entries) and the reference the pieces are tested against.
+//
+// The direct MLP runs on chunks of kChunk consecutive entries of one run (a parameter tensor), so a
+// chunk's activations ([kChunk, h] per layer, 256 KiB for h = 128 in f32) stay in the L2 cache: the
 // first layer (input width 1) and the last (output width 1) are plain loops, every hidden x hidden
 // layer is one OpenBLAS GEMM on the chunk's activation matrix. Softmax statistics, norms and dot
 // products over a run accumulate in double.
@@ -13,15 +21,17 @@
 // the thread count beyond OpenBLAS's own (deterministic for a fixed thread count).
 //
 // Backward math for one run, with u = q / ||q|| (= out / c) and dout the output's cotangent:
-//   A = sum_j dout_j u_j;  dq_i = (c / ||q||) (dout_i - u_i A);  dg_i (direct) = dq_i p_i;
+//   A = sum_j dout_j u_j;  dq_i = (c / ||q||) (dout_i - u_i A);  dg_i (outside the MLP) = dq_i p_i;
 //   dp_i = dq_i g_i;       ds_i = p_i (dp_i - sum_j p_j dp_j) = p_i dp_i = q_i dq_i.
 // The softmax term vanishes identically: sum_j p_j dp_j = sum_j q_j dq_j = c A - c A sum_j u_j^2 = 0
 // (the output does not change when a constant is added to every score), so it is not computed.
 // Then ds goes back through the MLP: dW, db of every layer and dg_i (mlp) = ds_i dmlp/dg_i.
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <vector>
 
+#include "kernels/cpu/amplifier_pieces.h"
 #include "kernels/cpu/kernels.h"
 
 namespace tg::cpu {
@@ -82,14 +92,37 @@ void last_layer(const T* act, std::int64_t e, const Mlp<T>& mlp, T* scores) {
 // One run's softmax probability of entry i: exp(s_i - max) / sum.
 inline double probability(double score, double max, double total) { return std::exp(score - max) / total; }
 
+// The backward's per-run constants (see the header comment): the softmax statistics, 1/||q|| and
+// A = sum_j dout_j u_j; then, per entry, ds_i = q_i dq_i and dg_i outside the MLP, p_i dq_i.
+struct RunBackward {
+  double max = 0, total = 0, inv_norm = 0, a = 0, coef = 0;
+
+  template <class T>
+  RunBackward(const T* dy, const T* g, const T* s, std::int64_t size, const T* stats, double c)
+      : max(stats[0]), total(stats[1]), inv_norm(stats[2] > 0 ? 1.0 / double(stats[2]) : 0.0) {
+    // inv_norm 0 for an all-zero gradient: zero output, zero derivatives.
+    for (std::int64_t i = 0; i < size; ++i) a += double(dy[i]) * probability(s[i], max, total) * double(g[i]) * inv_norm;
+    coef = c * inv_norm;
+  }
+  // (ds_i, dg_i outside the MLP) of one entry with cotangent dy, input g and score s.
+  void entry(double dy, double g, double s, double& ds, double& dg_outside) const {
+    const double p = probability(s, max, total);
+    const double q = p * g;
+    const double dq = coef * (dy - q * inv_norm * a);
+    ds = q * dq;
+    dg_outside = dq * p;
+  }
+};
+
 }  // namespace
 
 template <class T>
 void neural_amplify_forward(const T* g, std::int64_t n, const Mlp<T>& mlp, const std::vector<Run>& runs, double c,
-                            T* out, T* scores, T* stats) {
+                            T* out, T* scores, T* stats, MlpPath path) {
   std::fill(out, out + n, T(0));
+  const std::optional<AmplifierPieces> pieces = AmplifierPieces::for_path(mlp, runs, path);
   const std::size_t layers = mlp.w.size();
-  const std::int64_t width = widest_hidden(mlp);
+  const std::int64_t width = pieces ? 0 : widest_hidden(mlp);
   std::vector<T> buffers(static_cast<std::size_t>(2 * kChunk * width));
   std::vector<T*> act(layers - 1);
   for (std::size_t l = 0; l + 1 < layers; ++l) act[l] = buffers.data() + static_cast<std::int64_t>(l % 2) * kChunk * width;
@@ -98,10 +131,17 @@ void neural_amplify_forward(const T* g, std::int64_t n, const Mlp<T>& mlp, const
     const std::int64_t begin = runs[k].begin, size = runs[k].size;
     const T* gr = g + begin;
     T* s = scores + begin;
-    for (std::int64_t at = 0; at < size; at += kChunk) {
-      const std::int64_t e = std::min(kChunk, size - at);
-      hidden_forward(gr + at, e, mlp, act.data());
-      last_layer(act[layers - 2], e, mlp, s + at);
+    if (pieces) {
+      for (std::int64_t i = 0; i < size; ++i) {
+        const double x = gr[i];
+        s[i] = static_cast<T>(pieces->score(pieces->piece_of(x), x));
+      }
+    } else {
+      for (std::int64_t at = 0; at < size; at += kChunk) {
+        const std::int64_t e = std::min(kChunk, size - at);
+        hidden_forward(gr + at, e, mlp, act.data());
+        last_layer(act[layers - 2], e, mlp, s + at);
+      }
     }
     T max = s[0];
     for (std::int64_t i = 1; i < size; ++i) max = s[i] > max ? s[i] : max;
@@ -127,9 +167,39 @@ void neural_amplify_forward(const T* g, std::int64_t n, const Mlp<T>& mlp, const
 template <class T>
 void neural_amplify_backward(const T* dout, const T* g, std::int64_t n, const Mlp<T>& mlp, const std::vector<Run>& runs,
                              double c, const T* scores, const T* stats, T* dg, const std::vector<T*>& dw,
-                             const std::vector<T*>& db) {
+                             const std::vector<T*>& db, MlpPath path) {
   std::fill(dg, dg + n, T(0));
   const std::size_t layers = mlp.w.size();
+  auto write_weight_gradients = [&](const std::vector<std::vector<double>>& acc_w,
+                                    const std::vector<std::vector<double>>& acc_b) {
+    for (std::size_t l = 0; l < layers; ++l) {
+      for (std::size_t i = 0; i < acc_w[l].size(); ++i) dw[l][i] = static_cast<T>(acc_w[l][i]);
+      for (std::size_t i = 0; i < acc_b[l].size(); ++i) db[l][i] = static_cast<T>(acc_b[l][i]);
+    }
+  };
+
+  if (const std::optional<AmplifierPieces> pieces = AmplifierPieces::for_path(mlp, runs, path)) {
+    // ds summed per piece (s0) and weighted by g (s1), in buffer order; dg_i (mlp) = ds_i * slope.
+    std::vector<double> s0(static_cast<std::size_t>(pieces->pieces()), 0.0), s1(s0.size(), 0.0);
+    for (std::size_t k = 0; k < runs.size(); ++k) {
+      const std::int64_t begin = runs[k].begin, size = runs[k].size;
+      const RunBackward run(dout + begin, g + begin, scores + begin, size, stats + 3 * k, c);
+      for (std::int64_t i = begin; i < begin + size; ++i) {
+        double ds = 0, dg_outside = 0;
+        const double x = g[i];
+        run.entry(dout[i], x, scores[i], ds, dg_outside);
+        const std::int64_t m = pieces->piece_of(x);
+        s0[static_cast<std::size_t>(m)] += ds;
+        s1[static_cast<std::size_t>(m)] += ds * x;
+        dg[i] = static_cast<T>(dg_outside + ds * pieces->slope(m));
+      }
+    }
+    std::vector<std::vector<double>> acc_w, acc_b;
+    pieces->weight_gradients(s0, s1, acc_w, acc_b);
+    write_weight_gradients(acc_w, acc_b);
+    return;
+  }
+
   const std::int64_t width = widest_hidden(mlp);
   const auto L = static_cast<std::int64_t>(layers);
 
@@ -145,28 +215,20 @@ void neural_amplify_backward(const T* dout, const T* g, std::int64_t n, const Ml
   std::vector<T> act_buf(block * (layers - 1)), grad_buf(2 * block), tmp(static_cast<std::size_t>(widest_product));
   std::vector<T*> act(layers - 1);
   for (std::size_t l = 0; l + 1 < layers; ++l) act[l] = act_buf.data() + l * block;
-  std::vector<double> ds(kChunk), dg_direct(kChunk);
+  std::vector<double> ds(kChunk), dg_outside(kChunk);
 
   for (std::size_t k = 0; k < runs.size(); ++k) {
     const std::int64_t begin = runs[k].begin, size = runs[k].size;
     const T* gr = g + begin;
     const T* s = scores + begin;
     const T* dy = dout + begin;
-    const double max = stats[3 * k], total = stats[3 * k + 1], norm = stats[3 * k + 2];
-    const double inv_norm = norm > 0.0 ? 1.0 / norm : 0.0;  // zero gradient: zero output, zero derivatives
-    double a = 0.0;  // sum_j dout_j u_j
-    for (std::int64_t i = 0; i < size; ++i) a += double(dy[i]) * probability(s[i], max, total) * double(gr[i]) * inv_norm;
-    const double coef = c * inv_norm;
+    const RunBackward run(dy, gr, s, size, stats + 3 * k, c);
 
     for (std::int64_t at = 0; at < size; at += kChunk) {
       const std::int64_t e = std::min(kChunk, size - at);
       for (std::int64_t r = 0; r < e; ++r) {
         const std::int64_t i = at + r;
-        const double p = probability(s[i], max, total);
-        const double q = p * double(gr[i]);
-        const double dq = coef * (double(dy[i]) - q * inv_norm * a);
-        ds[static_cast<std::size_t>(r)] = q * dq;
-        dg_direct[static_cast<std::size_t>(r)] = dq * p;
+        run.entry(dy[i], gr[i], s[i], ds[static_cast<std::size_t>(r)], dg_outside[static_cast<std::size_t>(r)]);
       }
       const T* x = gr + at;
       hidden_forward(x, e, mlp, act.data());
@@ -223,23 +285,20 @@ void neural_amplify_backward(const T* dout, const T* g, std::int64_t n, const Ml
             ab[j] += v;
             dgx += v * double(w[j]);
           }
-          dg[begin + at + r] = static_cast<T>(dg_direct[static_cast<std::size_t>(r)] + dgx);
+          dg[begin + at + r] = static_cast<T>(dg_outside[static_cast<std::size_t>(r)] + dgx);
         }
       }
     }
   }
-  for (std::size_t l = 0; l < layers; ++l) {
-    for (std::size_t i = 0; i < acc_w[l].size(); ++i) dw[l][i] = static_cast<T>(acc_w[l][i]);
-    for (std::size_t i = 0; i < acc_b[l].size(); ++i) db[l][i] = static_cast<T>(acc_b[l][i]);
-  }
+  write_weight_gradients(acc_w, acc_b);
 }
 
 #define TG_INSTANTIATE(T)                                                                                          \
   template void neural_amplify_forward<T>(const T*, std::int64_t, const Mlp<T>&, const std::vector<Run>&, double, \
-                                          T*, T*, T*);                                                             \
+                                          T*, T*, T*, MlpPath);                                                    \
   template void neural_amplify_backward<T>(const T*, const T*, std::int64_t, const Mlp<T>&,                       \
                                            const std::vector<Run>&, double, const T*, const T*, T*,               \
-                                           const std::vector<T*>&, const std::vector<T*>&);
+                                           const std::vector<T*>&, const std::vector<T*>&, MlpPath);
 TG_INSTANTIATE(float)
 TG_INSTANTIATE(double)
 #undef TG_INSTANTIATE
