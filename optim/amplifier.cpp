@@ -85,8 +85,8 @@ Tensor Amplifier::apply_composite(const TensorList& amp_params, const Tensor& fl
     const Tensor p = softmax(reshape(h, {s.size}));
     const Tensor q = mul(p, g);
     const Tensor norm = l2_norm(q);
-    // An all-zero gradient (a frozen tensor) stays zero rather than 0 / 0.
-    pieces.push_back(norm.item() > 0.0 ? div(scale(q, config_.c), norm) : zeros(s.size));
+    // An all-zero gradient (a frozen tensor) stays zero rather than 0 / 0; a NaN norm stays NaN.
+    pieces.push_back(norm.item() != 0.0 ? div(scale(q, config_.c), norm) : zeros(s.size));
     at = s.begin + s.size;
   }
   if (at < flat_grad.numel()) pieces.push_back(zeros(flat_grad.numel() - at));

@@ -369,6 +369,38 @@ TEST_CASE("on the GPU, tiny gradients give a one-entry segment zero derivatives"
   CHECK(rel_error(gpu.grads[0], cpu.grads[0]) < 1e-5);
 }
 
+namespace {
+// The fused op (on `device`) and the composite on a problem whose gradient has a NaN at entry 300
+// (segment {256, 1200}): every output of that segment must be NaN, every other output finite.
+void check_nan_segment(Device device) {
+  Problem p = make_problem(150, kMixedN, mixed_segments(), {16, 16});
+  std::vector<double> g = values(p.g);
+  g[300] = std::nan("");
+  p.g = Tensor::from_vector(g, {kMixedN});
+  for (bool fused : {true, false}) {
+    if (!fused && !device.is_cpu()) continue;
+    CAPTURE(fused);
+    const std::vector<double> out = values(run(p, fused, device, fused && !device.is_cpu() ? DType::f32 : DType::f64).out);
+    for (const Segment& s : p.segments) {
+      for (std::int64_t i = s.begin; i < s.begin + s.size; ++i) {
+        if (s.begin == 256) REQUIRE(std::isnan(out[static_cast<std::size_t>(i)]));
+        else REQUIRE(std::isfinite(out[static_cast<std::size_t>(i)]));
+      }
+    }
+  }
+}
+}  // namespace
+
+TEST_CASE("a NaN gradient entry makes its whole segment NaN, never zero", "[amplifier]") {
+  // The all-zero guard (0 / 0 -> 0) once caught a NaN norm too and silently zeroed the segment.
+  check_nan_segment(Device::cpu());
+}
+
+TEST_CASE("on the GPU, a NaN gradient entry makes its whole segment NaN", "[amplifier][cuda]") {
+  if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
+  check_nan_segment(Device::cuda(0));
+}
+
 TEST_CASE("the fused amplifier on the GPU is bit-identical run to run", "[amplifier][cuda][determinism]") {
   if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
   const Problem p = make_problem(130, kMixedN, mixed_segments(), {128, 128});

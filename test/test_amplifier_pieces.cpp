@@ -5,6 +5,7 @@
 #include <catch2/catch_test_macros.hpp>
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "engine/random.h"
@@ -229,6 +230,31 @@ TEST_CASE("both amplifier paths' gradients match float64 finite differences of t
         }
       }
       CHECK(rel_error(ours, numeric) < 1e-6);
+    }
+  }
+}
+
+TEST_CASE("a NaN or infinite gradient entry gives a non-finite output on both amplifier paths",
+          "[amplifier][pieces]") {
+  // Never a silently finite output: the trainer's finite checks then name the divergence. (A NaN makes
+  // the whole segment NaN; an infinite entry gives NaN there and may leave its neighbours at 0.)
+  Rng rng(4);
+  const Net net(rng, {16, 16});
+  const std::vector<double> dout = uniform_values(rng, kN, 1.0);
+  for (double bad : {std::nan(""), std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity()}) {
+    for (MlpPath path : {MlpPath::direct, MlpPath::pieces}) {
+      CAPTURE(bad, path == MlpPath::direct ? "direct" : "pieces");
+      std::vector<double> g = uniform_values(rng, kN, 1e-3);
+      g[300] = bad;  // in run {256, 1200}
+      const auto e = evaluate<double>(net, g, dout, 0.7, path);
+      for (const cpu::Run& r : kRuns) {
+        const bool hit = r.begin <= 300 && 300 < r.begin + r.size;
+        for (std::int64_t i = r.begin; i < r.begin + r.size; ++i) {
+          const bool finite = std::isfinite(e.out[static_cast<std::size_t>(i)]);
+          if (!hit) REQUIRE(finite);
+          else if (i == 300 || std::isnan(bad)) REQUIRE_FALSE(finite);
+        }
+      }
     }
   }
 }

@@ -99,7 +99,7 @@ struct RunBackward {
 
   template <class T>
   RunBackward(const T* dy, const T* g, const T* s, std::int64_t size, const T* stats, double c)
-      : max(stats[0]), total(stats[1]), inv_norm(stats[2] > 0 ? 1.0 / double(stats[2]) : 0.0) {
+      : max(stats[0]), total(stats[1]), inv_norm(stats[2] != 0 ? 1.0 / double(stats[2]) : 0.0) {
     // inv_norm 0 for an all-zero gradient: zero output, zero derivatives.
     for (std::int64_t i = 0; i < size; ++i) a += double(dy[i]) * probability(s[i], max, total) * double(g[i]) * inv_norm;
     coef = c * inv_norm;
@@ -156,7 +156,8 @@ void neural_amplify_forward(const T* g, std::int64_t n, const Mlp<T>& mlp, const
     T* o = out + begin;
     for (std::int64_t i = 0; i < size; ++i) {
       const double q = probability(s[i], max, total) * double(gr[i]);
-      o[i] = norm > 0.0 ? static_cast<T>(c * q / norm) : T(0);  // an all-zero gradient stays zero
+      // An all-zero gradient stays zero; a NaN anywhere in the segment (NaN norm) makes all of it NaN.
+      o[i] = norm != 0.0 ? static_cast<T>(c * q / norm) : T(0);
     }
     stats[3 * k] = max;
     stats[3 * k + 1] = static_cast<T>(total);

@@ -350,7 +350,7 @@ __global__ void amp_output_kernel(const float* g, const float* scores, const flo
   for (std::int64_t i = batch.begin[s] + blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < end;
        i += std::int64_t(gridDim.x) * blockDim.x) {
     const float p = expf(scores[i] - m) / z;
-    out[i] = norm > 0.0f ? c * (p * g[i]) / norm : 0.0f;  // an all-zero gradient stays zero
+    out[i] = norm != 0.0f ? c * (p * g[i]) / norm : 0.0f;  // all-zero gradient: zero; a NaN norm: NaN
   }
 }
 
@@ -363,7 +363,7 @@ __global__ void __launch_bounds__(kDotThreads) amp_dot_kernel(const float* dout,
   const int s = blockIdx.x;
   const std::int64_t segment = batch.first_segment + s;
   const double m = stats[segment * 3], z = stats[segment * 3 + 1], norm = stats[segment * 3 + 2];
-  const double inv_norm = norm > 0.0 ? 1.0 / norm : 0.0;
+  const double inv_norm = norm != 0.0 ? 1.0 / norm : 0.0;  // NaN stays NaN
   const std::int64_t begin = batch.begin[s], end = begin + batch.size[s];
   double acc = 0.0;
   for (std::int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
@@ -412,7 +412,7 @@ __global__ void __launch_bounds__(kThreads)
       const float x = g[i];
       const double p = exp(static_cast<double>(scores[i]) - m) / z;
       const double q = p * x;
-      const double inv_norm = norm > 0.0 ? 1.0 / norm : 0.0;  // zero gradient: zero derivatives
+      const double inv_norm = norm != 0.0 ? 1.0 / norm : 0.0;  // zero gradient: zero derivatives
       const double dq = (c * inv_norm) * (static_cast<double>(dout[i]) - (q * inv_norm) * a);
       xs[threadIdx.x] = x;
       ds[threadIdx.x] = q * dq;
