@@ -140,7 +140,15 @@ TEST_CASE("the amplifier MLP has at most (h1 + 1)(h2 + 1) linear pieces, with as
   // A budget too small for the pieces gives none (the kernels then run the MLP directly).
   const Net net(rng, {128, 128});
   std::vector<std::vector<double>> wt, bt;
-  CHECK_FALSE(cpu::AmplifierPieces::build(net.view<double>(wt, bt), 1e5).has_value());
+  const cpu::Mlp<double> mlp = net.view<double>(wt, bt);
+  CHECK_FALSE(cpu::AmplifierPieces::build(mlp, 1e5).has_value());
+  // The automatic choice: the pieces for the default model's 422,784 gradient entries, the direct MLP
+  // for a handful of entries; the forced paths regardless.
+  using cpu::AmplifierPieces;
+  CHECK(AmplifierPieces::for_path(mlp, {{0, 422784}}, MlpPath::automatic).has_value());
+  CHECK_FALSE(AmplifierPieces::for_path(mlp, {{0, 3}}, MlpPath::automatic).has_value());
+  CHECK(AmplifierPieces::for_path(mlp, {{0, 3}}, MlpPath::pieces).has_value());
+  CHECK_FALSE(AmplifierPieces::for_path(mlp, {{0, 422784}}, MlpPath::direct).has_value());
 }
 
 TEST_CASE("the amplifier's pieces and the direct MLP give the same outputs and gradients", "[amplifier][pieces]") {

@@ -119,7 +119,7 @@ template <class T> struct Mlp {
 };
 // How the MLP's scores (and their derivatives) are computed: `direct` runs the MLP on every entry;
 // `pieces` evaluates it as the exact piecewise-linear function it is (amplifier_pieces.h);
-// `automatic` takes the pieces when they cost fewer multiply-adds than the direct MLP.
+// `automatic` takes the pieces when they cost far fewer multiply-adds than the direct MLP.
 enum class MlpPath { automatic, direct, pieces };
 // g, out, scores: [n]; stats: [runs, 3] = (max score, sum exp(score - max), ||p g||) per run.
 // See Backend::neural_amplify_forward.
