@@ -30,6 +30,25 @@ double AmplifierPieces::direct_work_per_entry(const Mlp<T>& mlp) {
   return work;
 }
 
+void AmplifierPieces::layer_input(std::size_t l, std::int64_t q, std::vector<double>& a_in,
+                                  std::vector<double>& b_in) const {
+  const std::int64_t in = in_[l];
+  a_in.assign(static_cast<std::size_t>(in), 0.0);
+  b_in.assign(static_cast<std::size_t>(in), 0.0);
+  if (l == 0) {
+    a_in[0] = 1.0;
+    return;
+  }
+  const Level& level = levels_[l];
+  const Level& below = levels_[l - 1];
+  const std::int64_t parent = level.parent[static_cast<std::size_t>(q)];
+  for (std::int64_t k = 0; k < in; ++k) {
+    if (level.on[static_cast<std::size_t>(q * in + k)] == 0) continue;
+    a_in[static_cast<std::size_t>(k)] = below.a[static_cast<std::size_t>(parent * in + k)];
+    b_in[static_cast<std::size_t>(k)] = below.b[static_cast<std::size_t>(parent * in + k)];
+  }
+}
+
 template <class T>
 std::optional<AmplifierPieces> AmplifierPieces::for_path(const Mlp<T>& mlp, const std::vector<Run>& runs, MlpPath path) {
   if (path == MlpPath::direct) return std::nullopt;
@@ -68,20 +87,9 @@ std::optional<AmplifierPieces> AmplifierPieces::build(const Mlp<T>& mlp, double 
     Level& level = p.levels_[l];
     level.a.assign(static_cast<std::size_t>(count * out), 0.0);
     level.b.assign(static_cast<std::size_t>(count * out), 0.0);
-    std::vector<double> a_in(static_cast<std::size_t>(in)), b_in(static_cast<std::size_t>(in));
+    std::vector<double> a_in, b_in;
     for (std::int64_t q = 0; q < count; ++q) {
-      if (l == 0) {
-        a_in[0] = 1.0;
-        b_in[0] = 0.0;
-      } else {
-        const Level& below = p.levels_[l - 1];
-        const std::int64_t parent = level.parent[static_cast<std::size_t>(q)];
-        for (std::int64_t k = 0; k < in; ++k) {
-          const bool on = level.on[static_cast<std::size_t>(q * in + k)] != 0;
-          a_in[static_cast<std::size_t>(k)] = on ? below.a[static_cast<std::size_t>(parent * in + k)] : 0.0;
-          b_in[static_cast<std::size_t>(k)] = on ? below.b[static_cast<std::size_t>(parent * in + k)] : 0.0;
-        }
-      }
+      p.layer_input(l, q, a_in, b_in);
       const double* w = p.w_[l].data();
       for (std::int64_t j = 0; j < out; ++j) {
         double za = 0.0, zb = p.b_[l][static_cast<std::size_t>(j)];
@@ -140,18 +148,16 @@ std::optional<AmplifierPieces> AmplifierPieces::build(const Mlp<T>& mlp, double 
 
   // The last layer (one output): slope and intercept of every piece.
   const std::size_t last = layers - 1;
-  const Level& pieces = p.levels_[last];
-  const Level& below = p.levels_[last - 1];
-  const std::int64_t in = p.in_[last], count = pieces.count();
+  const std::int64_t in = p.in_[last], count = p.levels_[last].count();
   p.slope_.resize(static_cast<std::size_t>(count));
   p.intercept_.resize(static_cast<std::size_t>(count));
+  std::vector<double> a_in, b_in;
   for (std::int64_t q = 0; q < count; ++q) {
-    const std::int64_t parent = pieces.parent[static_cast<std::size_t>(q)];
+    p.layer_input(last, q, a_in, b_in);
     double sa = 0.0, sb = p.b_[last][0];
     for (std::int64_t k = 0; k < in; ++k) {
-      if (pieces.on[static_cast<std::size_t>(q * in + k)] == 0) continue;
-      sa += p.w_[last][static_cast<std::size_t>(k)] * below.a[static_cast<std::size_t>(parent * in + k)];
-      sb += p.w_[last][static_cast<std::size_t>(k)] * below.b[static_cast<std::size_t>(parent * in + k)];
+      sa += p.w_[last][static_cast<std::size_t>(k)] * a_in[static_cast<std::size_t>(k)];
+      sb += p.w_[last][static_cast<std::size_t>(k)] * b_in[static_cast<std::size_t>(k)];
     }
     p.slope_[static_cast<std::size_t>(q)] = sa;
     p.intercept_[static_cast<std::size_t>(q)] = sb;
@@ -186,22 +192,23 @@ void AmplifierPieces::weight_gradients(const std::vector<double>& s0, const std:
   }
 
   // The last layer: each piece's input is its parent's pre-activations with the off units zeroed.
-  // (da, db_) collect the gradients of the level below's pre-activations, channel by channel.
+  // (da, dc) collect the gradients of the level below's pre-activations, channel by channel.
   const std::size_t last = layers - 1;
   const Level& pieces = levels_[last];
   std::int64_t in = in_[last];
   std::vector<double> da(static_cast<std::size_t>(levels_[last - 1].count() * in), 0.0), dc(da.size(), 0.0);
+  std::vector<double> a_in, b_in;
   {
-    const Level& below = levels_[last - 1];
     const double* w = w_[last].data();
     for (std::int64_t q = 0; q < pieces.count(); ++q) {
+      layer_input(last, q, a_in, b_in);
       const std::int64_t parent = pieces.parent[static_cast<std::size_t>(q)];
       const double g1 = s1[static_cast<std::size_t>(q)], g0 = s0[static_cast<std::size_t>(q)];
       db[last][0] += g0;
       for (std::int64_t k = 0; k < in; ++k) {
         if (pieces.on[static_cast<std::size_t>(q * in + k)] == 0) continue;
         const std::size_t at = static_cast<std::size_t>(parent * in + k);
-        dw[last][static_cast<std::size_t>(k)] += g1 * below.a[at] + g0 * below.b[at];
+        dw[last][static_cast<std::size_t>(k)] += g1 * a_in[static_cast<std::size_t>(k)] + g0 * b_in[static_cast<std::size_t>(k)];
         da[at] += w[k] * g1;
         dc[at] += w[k] * g0;
       }
@@ -209,7 +216,6 @@ void AmplifierPieces::weight_gradients(const std::vector<double>& s0, const std:
   }
 
   // Hidden layers, last to first: level l's intervals hold layer l's pre-activation gradients.
-  std::vector<double> a_in, b_in;
   for (std::size_t l = last; l-- > 0;) {
     const Level& level = levels_[l];
     in = in_[l];
@@ -220,20 +226,9 @@ void AmplifierPieces::weight_gradients(const std::vector<double>& s0, const std:
       below_da.assign(static_cast<std::size_t>(levels_[l - 1].count() * in), 0.0);
       below_dc.assign(below_da.size(), 0.0);
     }
-    a_in.assign(static_cast<std::size_t>(in), 0.0);
-    b_in.assign(static_cast<std::size_t>(in), 0.0);
     for (std::int64_t q = 0; q < level.count(); ++q) {
       const std::int64_t parent = level.parent[static_cast<std::size_t>(q)];
-      if (l == 0) {
-        a_in[0] = 1.0;
-        b_in[0] = 0.0;
-      } else {
-        for (std::int64_t k = 0; k < in; ++k) {
-          const bool on = level.on[static_cast<std::size_t>(q * in + k)] != 0;
-          a_in[static_cast<std::size_t>(k)] = on ? levels_[l - 1].a[static_cast<std::size_t>(parent * in + k)] : 0.0;
-          b_in[static_cast<std::size_t>(k)] = on ? levels_[l - 1].b[static_cast<std::size_t>(parent * in + k)] : 0.0;
-        }
-      }
+      layer_input(l, q, a_in, b_in);
       for (std::int64_t j = 0; j < out; ++j) {
         const double ga = da[static_cast<std::size_t>(q * out + j)], gc = dc[static_cast<std::size_t>(q * out + j)];
         db[l][static_cast<std::size_t>(j)] += gc;

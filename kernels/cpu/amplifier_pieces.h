@@ -70,6 +70,10 @@ class AmplifierPieces {
     std::int64_t count() const { return static_cast<std::int64_t>(parent.size()); }
   };
 
+  // Layer l's input on level l's interval q, as a_in g + b_in ([in_l] each): for layer 0 the input g
+  // itself (1, 0); above, the parent interval's pre-activations of layer l - 1 with the off units zeroed.
+  void layer_input(std::size_t l, std::int64_t q, std::vector<double>& a_in, std::vector<double>& b_in) const;
+
   std::vector<std::vector<double>> w_, b_;  // the weights in double, [out_l, in_l] and [out_l]
   std::vector<std::int64_t> in_, out_;
   std::vector<Level> levels_;               // levels_[0 .. layers - 1]; the last holds the pieces
