@@ -14,9 +14,10 @@
 // Bytes (fewest moved, f32): forward reads g, writes scores and out: 12 N; backward reads dout, g,
 // scores, writes dg: 16 N (the weights are small and not counted).
 //
-// On the CPU the backend evaluates the MLP as its exact piecewise-linear form when that is cheaper
-// (kernels/cpu/amplifier_pieces.h): those rows do not do the flops above, so they show no GFLOP/s,
-// and the same kernels forced to run the MLP on every entry (MlpPath::direct) are timed beside them.
+// Both backends can evaluate the MLP as its exact piecewise-linear form (MlpPath::pieces; CPU:
+// kernels/cpu/amplifier_pieces.h, GPU: kernels/cuda/amplifier_pieces.cuh) or run it on every entry
+// (MlpPath::direct); both are timed, one beside the other. The pieces rows do not do the flops above,
+// so they show no GFLOP/s.
 //
 // Timing: `warmup` calls, then `repeats` samples of one call each followed by Backend::synchronize;
 // the median is reported with the interquartile spread.
@@ -27,6 +28,7 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -210,50 +212,40 @@ int main(int argc, char** argv) {
     TensorList dweights;
     for (const Tensor& w : weights) dweights.push_back(Tensor::empty(w.shape(), DType::f32, device));
     const double c = amp.config().c;
-    // The CPU kernels' view of the same buffers, for the direct-MLP peer rows.
-    tg::cpu::Mlp<float> mlp;
-    std::vector<tg::cpu::Run> runs;
-    std::vector<float*> dw, db;
+    // The pieces the CPU builds for these weights (the GPU builds the same ones on the device).
     i64 pieces = 0;
     if (!gpu) {
+      tg::cpu::Mlp<float> mlp;
       for (std::size_t i = 0; i + 1 < weights.size(); i += 2) {
         mlp.w.push_back(weights[i].data<float>());
         mlp.b.push_back(weights[i + 1].data<float>());
         mlp.out.push_back(weights[i].size(0));
         mlp.in.push_back(weights[i].size(1));
-        dw.push_back(dweights[i].data<float>());
-        db.push_back(dweights[i + 1].data<float>());
       }
-      for (const tg::Segment& s : segments) runs.push_back({s.begin, s.size});
-      const auto table = tg::cpu::AmplifierPieces::for_path(mlp, runs, tg::cpu::MlpPath::automatic);
+      const auto table = tg::cpu::AmplifierPieces::build(mlp, std::numeric_limits<double>::infinity());
       pieces = table ? table->pieces() : 0;
     }
-    const double backend_flops = pieces > 0 ? 0.0 : flops;  // the piecewise path does not do the MLP's flops
-    const Timing fwd = measure(be, o.warmup, o.repeats,
-                               [&] { be.neural_amplify_forward(g, weights, segments, c, out, scores, stats); });
-    row(pieces > 0 ? "fused forward (backend, pieces)" : "fused forward (backend)", fwd, backend_flops, 12 * n,
-        gemm_gflops, copy_gbps);
-    const Timing bwd = measure(be, o.warmup, o.repeats, [&] {
-      be.neural_amplify_backward(dout, g, weights, segments, c, scores, stats, dg, dweights);
-    });
-    row(pieces > 0 ? "fused backward (backend, pieces)" : "fused backward (backend)", bwd, 3 * backend_flops, 16 * n,
-        gemm_gflops, copy_gbps);
-    if (pieces > 0) {
-      const float* gp = g.data<float>();
-      const Timing dfwd = measure(be, o.warmup, o.repeats, [&] {
-        tg::cpu::neural_amplify_forward(gp, padded, mlp, runs, c, out.data<float>(), scores.data<float>(),
-                                        stats.data<float>(), tg::cpu::MlpPath::direct);
-      });
-      row("cpu forward, direct MLP", dfwd, flops, 12 * n, gemm_gflops, copy_gbps);
-      const Timing dbwd = measure(be, o.warmup, o.repeats, [&] {
-        tg::cpu::neural_amplify_backward(dout.data<float>(), gp, padded, mlp, runs, c, scores.data<float>(),
-                                         stats.data<float>(), dg.data<float>(), dw, db, tg::cpu::MlpPath::direct);
-      });
-      row("cpu backward, direct MLP", dbwd, 3 * flops, 16 * n, gemm_gflops, copy_gbps);
-      fmt::print("  ({} linear pieces; the piecewise path is {:.1f}x faster forward, {:.1f}x backward)\n", pieces,
-                 dfwd.median_s / fwd.median_s, dbwd.median_s / bwd.median_s);
+    // Both ways of evaluating the MLP (engine/backend.h's MlpPath), each a peer of the other: as
+    // pieces (no MLP flops, so no GFLOP/s) and directly on every entry.
+    std::vector<Timing> fwd, bwd;
+    for (const tg::MlpPath path : {tg::MlpPath::pieces, tg::MlpPath::direct}) {
+      const bool as_pieces = path == tg::MlpPath::pieces;
+      tg::set_amplifier_mlp_path(path);
+      const double path_flops = as_pieces ? 0.0 : flops;
+      fwd.push_back(measure(be, o.warmup, o.repeats,
+                            [&] { be.neural_amplify_forward(g, weights, segments, c, out, scores, stats); }));
+      row(as_pieces ? "fused forward (backend, pieces)" : "fused forward (backend, direct MLP)", fwd.back(),
+          path_flops, 12 * n, gemm_gflops, copy_gbps);
+      bwd.push_back(measure(be, o.warmup, o.repeats, [&] {
+        be.neural_amplify_backward(dout, g, weights, segments, c, scores, stats, dg, dweights);
+      }));
+      row(as_pieces ? "fused backward (backend, pieces)" : "fused backward (backend, direct MLP)", bwd.back(),
+          3 * path_flops, 16 * n, gemm_gflops, copy_gbps);
     }
-
+    tg::set_amplifier_mlp_path(tg::MlpPath::automatic);
+    fmt::print("  ({} the piecewise path is {:.1f}x faster forward, {:.1f}x backward than the direct MLP)\n",
+               pieces > 0 ? fmt::format("{} linear pieces;", pieces) : std::string(),
+               fwd[1].median_s / fwd[0].median_s, bwd[1].median_s / bwd[0].median_s);
     // ---- through the op layer and the tape: forward + backward to g and every weight
     auto forward_backward = [&](bool fused) {
       tg::GradModeGuard on(true);
@@ -268,13 +260,14 @@ int main(int argc, char** argv) {
       tg::tape().clear();
     };
     const Timing fused_fb = measure(be, o.warmup, o.repeats, [&] { forward_backward(true); });
-    row("neural_amplify fwd+bwd (op, tape)", fused_fb, 4 * backend_flops, 0, gemm_gflops, copy_gbps);
+    // The op layer runs the automatic path: pieces at this size, so no MLP flops to count.
+    row("neural_amplify fwd+bwd (op, tape)", fused_fb, 0, 0, gemm_gflops, copy_gbps);
     if (o.composite) {
       const Timing cf = measure(be, o.warmup, o.repeats, [&] { (void)amp.apply_composite(weights, g, segments); });
       row("composite forward", cf, flops, 0, gemm_gflops, copy_gbps);
       const Timing cfb = measure(be, o.warmup, o.repeats, [&] { forward_backward(false); });
       row("composite fwd+bwd (tape)", cfb, 4 * flops, 0, gemm_gflops, copy_gbps);
-      fmt::print("\nspeed-up of the fused path: forward {:.2f}x, forward+backward {:.2f}x\n", cf.median_s / fwd.median_s,
+      fmt::print("\nspeed-up of the fused path: forward {:.2f}x, forward+backward {:.2f}x\n", cf.median_s / fwd[0].median_s,
                  cfb.median_s / fused_fb.median_s);
     }
   } catch (const std::exception& e) {

@@ -181,6 +181,7 @@ class Backend {
                                       const Tensor& dloss, double scale, const Tensor& dlogits) = 0;
 
   // ---- NeuralGrok's gradient amplifier (engine/ops/neural_amplify.cpp) ----
+  // How the MLP is evaluated is amplifier_mlp_path() (below); every path gives the same results to rounding.
   // g, out, scores: [N]; weights: the MLP [W0 [h1, 1], b0 [h1], W1 [h2, h1], b1 [h2], ..., Wk [1, hk],
   // bk [1]] (k >= 1 hidden layers, ReLU between layers, none after the last); segments: sorted,
   // disjoint, non-empty runs inside [0, N) (the op layer checks all of this); stats: [S, 3], S segments.
@@ -229,5 +230,14 @@ class Backend {
 // The backend that runs ops on `device`. Throws tg::Error when the device is CUDA and this build has
 // no CUDA backend or no GPU is present.
 Backend& backend_for(Device device);
+
+// How every backend evaluates NeuralGrok's amplifier MLP: `pieces` as the exact piecewise-linear
+// function of its scalar input it is (kernels/cpu/amplifier_pieces.h, kernels/cuda/amplifier_pieces.cuh),
+// `direct` on every entry, `automatic` (the default) whichever the backend expects to be faster.
+// Tests and benchmarks set it to compare the two; a backend that cannot take `pieces` for an MLP
+// (too many possible pieces) says so.
+enum class MlpPath { automatic, direct, pieces };
+void set_amplifier_mlp_path(MlpPath path);
+MlpPath amplifier_mlp_path();
 
 }  // namespace tg

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <limits>
 
+#include "engine/backend.h"
 #include "optim/amplifier.h"
 #include "support.h"
 
@@ -304,6 +305,18 @@ TEST_CASE("Amplifier::apply matches the fused op", "[amplifier]") {
   tape().clear();
 }
 
+namespace {
+// Sets how the backends evaluate the amplifier MLP (engine/backend.h) for one scope.
+struct MlpPathGuard {
+  explicit MlpPathGuard(MlpPath path) : saved(amplifier_mlp_path()) { set_amplifier_mlp_path(path); }
+  ~MlpPathGuard() { set_amplifier_mlp_path(saved); }
+  MlpPath saved;
+};
+// The GPU's two ways to evaluate the MLP: as pieces (what `automatic` picks for every MLP below) and directly.
+constexpr MlpPath kGpuPaths[] = {MlpPath::pieces, MlpPath::direct};
+}  // namespace
+
+// Each GPU path against the CPU's direct MLP in float64 (the MLP on every entry, the independent reference).
 TEST_CASE("the fused amplifier on the GPU matches the CPU in float64", "[amplifier][cuda]") {
   if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
   PoisonGuard poison;
@@ -330,10 +343,14 @@ TEST_CASE("the fused amplifier on the GPU matches the CPU in float64", "[amplifi
        }(),
        {16, 16}},
   };
-  for (std::size_t k = 0; k < cases.size(); ++k) {
-    CAPTURE(k, cases[k].hidden);
+  for (const MlpPath path : kGpuPaths) for (std::size_t k = 0; k < cases.size(); ++k) {
+    CAPTURE(path == MlpPath::pieces ? "pieces" : "direct", k, cases[k].hidden);
     const Problem p = make_problem(120 + k, cases[k].n, cases[k].segments, cases[k].hidden, DType::f64, 1.0);
-    const Result cpu = run(p, true, Device::cpu(), DType::f64);
+    const Result cpu = [&] {
+      const MlpPathGuard direct(MlpPath::direct);
+      return run(p, true, Device::cpu(), DType::f64);
+    }();
+    const MlpPathGuard on_gpu(path);
     const Result gpu = run(p, true, Device::cuda(0), DType::f32);
     CHECK(gpu.out.device() == Device::cuda(0));
     CHECK(rel_error(gpu.out, cpu.out) < 1e-5);
@@ -362,11 +379,15 @@ TEST_CASE("on the GPU, tiny gradients give a one-entry segment zero derivatives"
   if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
   const Problem p = make_problem(140, kMixedN, mixed_segments(), {128, 128}, DType::f64, 1e-6);
   const Result cpu = run(p, true, Device::cpu(), DType::f64);
-  const Result gpu = run(p, true, Device::cuda(0), DType::f32);
   const std::size_t single = 64;  // mixed_segments()'s {64, 1}
   CHECK(std::abs(values(cpu.grads[0])[single]) < 1e-6);
-  CHECK(std::abs(values(gpu.grads[0])[single]) < 1e-6);
-  CHECK(rel_error(gpu.grads[0], cpu.grads[0]) < 1e-5);
+  for (const MlpPath path : kGpuPaths) {
+    CAPTURE(path == MlpPath::pieces ? "pieces" : "direct");
+    const MlpPathGuard on_gpu(path);
+    const Result gpu = run(p, true, Device::cuda(0), DType::f32);
+    CHECK(std::abs(values(gpu.grads[0])[single]) < 1e-6);
+    CHECK(rel_error(gpu.grads[0], cpu.grads[0]) < 1e-5);
+  }
 }
 
 namespace {
@@ -398,15 +419,54 @@ TEST_CASE("a NaN gradient entry makes its whole segment NaN, never zero", "[ampl
 
 TEST_CASE("on the GPU, a NaN gradient entry makes its whole segment NaN", "[amplifier][cuda]") {
   if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
-  check_nan_segment(Device::cuda(0));
+  for (const MlpPath path : kGpuPaths) {
+    CAPTURE(path == MlpPath::pieces ? "pieces" : "direct");
+    const MlpPathGuard on_gpu(path);
+    check_nan_segment(Device::cuda(0));
+  }
 }
 
 TEST_CASE("the fused amplifier on the GPU is bit-identical run to run", "[amplifier][cuda][determinism]") {
   if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
   const Problem p = make_problem(130, kMixedN, mixed_segments(), {128, 128});
-  const Result a = run(p, true, Device::cuda(0), DType::f32);
-  const Result b = run(p, true, Device::cuda(0), DType::f32);
-  CHECK(values(a.out) == values(b.out));
-  for (std::size_t i = 0; i < a.grads.size(); ++i) CHECK(values(a.grads[i]) == values(b.grads[i]));
+  for (const MlpPath path : kGpuPaths) {
+    CAPTURE(path == MlpPath::pieces ? "pieces" : "direct");
+    const MlpPathGuard on_gpu(path);
+    const Result a = run(p, true, Device::cuda(0), DType::f32);
+    const Result b = run(p, true, Device::cuda(0), DType::f32);
+    CHECK(values(a.out) == values(b.out));
+    for (std::size_t i = 0; i < a.grads.size(); ++i) CHECK(values(a.grads[i]) == values(b.grads[i]));
+  }
+}
+
+// At the model's size the entries group into a few hundred pieces, most of them in a handful: the
+// per-piece sums run over long runs of the sorted entries, which the small cases above do not reach.
+TEST_CASE("on the GPU, the amplifier as pieces matches the CPU at the model's size", "[amplifier][cuda]") {
+  if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
+  const std::int64_t n = 422784;
+  const Problem p = make_problem(160, n, {{0, 200000}, {200064, 222720}}, {128, 128}, DType::f64, 1e-3);
+  const Result cpu = [&] {
+    const MlpPathGuard direct(MlpPath::direct);
+    return run(p, true, Device::cpu(), DType::f64);
+  }();
+  const MlpPathGuard pieces(MlpPath::pieces);
+  const Result gpu = run(p, true, Device::cuda(0), DType::f32);
+  CHECK(rel_error(gpu.out, cpu.out) < 1e-5);
+  CHECK(rel_error(gpu.grads[0], cpu.grads[0]) < 1e-5);
+  std::vector<double> all_gpu, all_cpu;
+  for (std::size_t i = 1; i + 1 < gpu.grads.size(); ++i) {
+    const std::vector<double> a = values(gpu.grads[i]), b = values(cpu.grads[i]);
+    all_gpu.insert(all_gpu.end(), a.begin(), a.end());
+    all_cpu.insert(all_cpu.end(), b.begin(), b.end());
+  }
+  CHECK(rel_error(all_gpu, all_cpu) < 1e-5);
+}
+
+TEST_CASE("asking the GPU for pieces of an MLP it cannot split names the limit", "[amplifier][cuda]") {
+  if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
+  // (300, 300, 300): 301^3 possible pieces, more than the pieces path takes.
+  const Problem p = make_problem(170, 200, {{0, 200}}, {300, 300, 300}, DType::f32);
+  const MlpPathGuard pieces(MlpPath::pieces);
+  CHECK_THROWS_WITH(run(p, true, Device::cuda(0), DType::f32), ContainsSubstring("cannot run as pieces on the GPU"));
 }
 

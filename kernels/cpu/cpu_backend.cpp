@@ -330,7 +330,7 @@ class CpuBackend final : public Backend {
     dispatch_floating(g.dtype(), "neural_amplify_forward", [&](auto t) {
       using T = decltype(t);
       cpu::neural_amplify_forward(ptr<const T>(g), g.numel(), mlp_view<T>(weights), runs_of(segments), c, ptr<T>(out),
-                                  ptr<T>(scores), ptr<T>(stats));
+                                  ptr<T>(scores), ptr<T>(stats), amplifier_mlp_path());
     });
   }
 
@@ -345,7 +345,8 @@ class CpuBackend final : public Backend {
         db.push_back(ptr<T>(dweights[i + 1]));
       }
       cpu::neural_amplify_backward(ptr<const T>(dout), ptr<const T>(g), g.numel(), mlp_view<T>(weights),
-                                   runs_of(segments), c, ptr<const T>(scores), ptr<const T>(stats), ptr<T>(dg), dw, db);
+                                   runs_of(segments), c, ptr<const T>(scores), ptr<const T>(stats), ptr<T>(dg), dw, db,
+                                   amplifier_mlp_path());
     });
   }
 

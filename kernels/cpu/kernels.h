@@ -117,10 +117,10 @@ template <class T> struct Mlp {
   std::vector<const T*> w, b;
   std::vector<std::int64_t> in, out;
 };
-// How the MLP's scores (and their derivatives) are computed: `direct` runs the MLP on every entry;
-// `pieces` evaluates it as the exact piecewise-linear function it is (amplifier_pieces.h);
-// `automatic` takes the pieces when they cost far fewer multiply-adds than the direct MLP.
-enum class MlpPath { automatic, direct, pieces };
+// How the MLP's scores (and their derivatives) are computed (engine/backend.h): `direct` runs the MLP
+// on every entry; `pieces` evaluates it as the exact piecewise-linear function it is
+// (amplifier_pieces.h); `automatic` takes the pieces when they cost far fewer multiply-adds.
+using tg::MlpPath;
 // g, out, scores: [n]; stats: [runs, 3] = (max score, sum exp(score - max), ||p g||) per run.
 // See Backend::neural_amplify_forward.
 template <class T>

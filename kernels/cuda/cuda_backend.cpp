@@ -638,18 +638,19 @@ class CudaBackend final : public Backend {
     const Args args = {{"g", g}, {"out", out}, {"scores", scores}, {"stats", stats}};
     prepare(op, args);
     const AmpMlp mlp = amp_mlp(op, weights);
-    const int entries = amp_tile_entries(op, mlp, weights);
+    const bool pieces = amp_use_pieces(op, mlp, weights);
+    const int entries = pieces ? 0 : amp_tile_entries(op, mlp, weights);
     std::vector<std::int64_t> begin, size;
     for (const Segment& s : segments) {
       begin.push_back(s.begin);
       size.push_back(s.size);
     }
     const auto count = static_cast<std::int64_t>(segments.size());
-    const std::size_t bytes = neural_amplify_forward_workspace_bytes(size.data(), count, entries);
+    const std::size_t bytes = neural_amplify_forward_workspace_bytes(mlp, size.data(), count, entries, pieces);
     Scratch scratch(allocator_, bytes, op);
     check_kernel(launch_neural_amplify_forward(ptr<const float>(g), g.numel(), mlp, begin.data(), size.data(), count,
-                                               static_cast<float>(c), entries, ptr<float>(out), ptr<float>(scores),
-                                               ptr<float>(stats), scratch.get(), bytes, stream_),
+                                               static_cast<float>(c), entries, pieces, ptr<float>(out),
+                                               ptr<float>(scores), ptr<float>(stats), scratch.get(), bytes, stream_),
                  op, args);
   }
 
@@ -660,7 +661,8 @@ class CudaBackend final : public Backend {
     const Args args = {{"dout", dout}, {"g", g}, {"scores", scores}, {"stats", stats}, {"dg", dg}};
     prepare(op, args);
     const AmpMlp mlp = amp_mlp(op, weights);
-    const int entries = amp_tile_entries(op, mlp, weights);
+    const bool pieces = amp_use_pieces(op, mlp, weights);
+    const int entries = pieces ? 0 : amp_tile_entries(op, mlp, weights);
     TG_CHECK(dweights.size() == weights.size(), "cuda kernel {}: {} weight gradients for {} weights", op,
              dweights.size(), weights.size());
     AmpGrads grads;
@@ -676,12 +678,12 @@ class CudaBackend final : public Backend {
       size.push_back(s.size);
     }
     const auto count = static_cast<std::int64_t>(segments.size());
-    const std::size_t bytes = neural_amplify_backward_workspace_bytes(mlp, count);
+    const std::size_t bytes = neural_amplify_backward_workspace_bytes(mlp, g.numel(), count, pieces);
     Scratch scratch(allocator_, bytes, op);
     check_kernel(launch_neural_amplify_backward(ptr<const float>(dout), ptr<const float>(g), g.numel(), mlp,
                                                 begin.data(), size.data(), count, static_cast<float>(c), entries,
-                                                ptr<const float>(scores), ptr<const float>(stats), ptr<float>(dg),
-                                                grads, scratch.get(), bytes, stream_),
+                                                pieces, ptr<const float>(scores), ptr<const float>(stats),
+                                                ptr<float>(dg), grads, scratch.get(), bytes, stream_),
                  op, args);
   }
 
@@ -808,6 +810,21 @@ class CudaBackend final : public Backend {
       mlp.b[l] = ptr<const float>(b);
     }
     return mlp;
+  }
+
+  // Whether the amplifier kernels evaluate this MLP as pieces (amplifier_mlp_path(), engine/backend.h):
+  // always when the pieces path takes it, unless `direct` is asked for; asking for `pieces` for an
+  // MLP it does not take is an error.
+  bool amp_use_pieces(const char* op, const AmpMlp& mlp, const std::vector<Tensor>& weights) const {
+    const MlpPath path = amplifier_mlp_path();
+    if (path == MlpPath::direct) return false;
+    if (amplifier_pieces_supported(mlp)) return true;
+    TG_CHECK(path != MlpPath::pieces,
+             "cuda kernel {}: the amplifier MLP ({} linear layers) cannot run as pieces on the GPU (at most {} "
+             "linear layers, {} units per layer and {} possible pieces, the product of (hidden size + 1)); use "
+             "the direct path",
+             op, weights.size() / 2, kMaxPieceLayers, kMaxPieceWidth, kMaxAmpPieces);
+    return false;
   }
 
   // Entries per tile for this MLP on this GPU; an error when its hidden layers are too wide.

@@ -205,24 +205,35 @@ struct AmpGrads {  // outputs of the backward, shaped like AmpMlp::w / b (overwr
 // Raises the amplifier kernels' dynamic shared-memory limit to the device's opt-in maximum and
 // reports it (`limit`, bytes). Call once per device, with that device current.
 cudaError_t configure_amplifier_kernels(int max_optin_smem, int& limit);
-// Entries per tile (32, 16, ..., 1) the kernels use for this MLP when a block may use `smem_limit`
-// bytes of shared memory; 0 when even one entry's activations do not fit (hidden layers too wide).
+// Two ways to evaluate the MLP (`pieces` below): its exact piecewise-linear form, built on the
+// device every call (amplifier_pieces.cu), for MLPs amplifier_pieces_supported takes; or the MLP
+// run on every entry in tiles (neural_amplify.cu), whose tile size amplifier_tile_entries gives.
+// The pieces path takes at most kMaxPieceLayers linear layers of at most kMaxPieceWidth units, and
+// at most kMaxAmpPieces possible pieces (the product of hidden size + 1; 16,641 for (128, 128)).
+constexpr int kMaxPieceLayers = 8;
+constexpr int kMaxPieceWidth = 1024;
+constexpr std::int64_t kMaxAmpPieces = std::int64_t(1) << 17;
+bool amplifier_pieces_supported(const AmpMlp& mlp);
+// Entries per tile (32, 16, ..., 1) the direct kernels use for this MLP when a block may use
+// `smem_limit` bytes of shared memory; 0 when even one entry's activations do not fit (hidden layers too wide).
 int amplifier_tile_entries(const AmpMlp& mlp, int smem_limit);
 // g, out, scores: [n]; stats: [segments, 3] (max score, sum exp(score - max), ||p g||).
-std::size_t neural_amplify_forward_workspace_bytes(const std::int64_t* seg_size, std::int64_t segments,
-                                                   int tile_entries);
+// tile_entries: the direct path's (ignored with `pieces`).
+std::size_t neural_amplify_forward_workspace_bytes(const AmpMlp& mlp, const std::int64_t* seg_size,
+                                                   std::int64_t segments, int tile_entries, bool pieces);
 cudaError_t launch_neural_amplify_forward(const float* g, std::int64_t n, const AmpMlp& mlp,
                                           const std::int64_t* seg_begin, const std::int64_t* seg_size,
-                                          std::int64_t segments, float c, int tile_entries, float* out, float* scores,
-                                          float* stats, void* workspace, std::size_t workspace_bytes,
+                                          std::int64_t segments, float c, int tile_entries, bool pieces, float* out,
+                                          float* scores, float* stats, void* workspace, std::size_t workspace_bytes,
                                           cudaStream_t stream);
 // dout, g, dg: [n]; scores, stats: from the forward.
-std::size_t neural_amplify_backward_workspace_bytes(const AmpMlp& mlp, std::int64_t segments);
+std::size_t neural_amplify_backward_workspace_bytes(const AmpMlp& mlp, std::int64_t n, std::int64_t segments,
+                                                    bool pieces);
 cudaError_t launch_neural_amplify_backward(const float* dout, const float* g, std::int64_t n, const AmpMlp& mlp,
                                            const std::int64_t* seg_begin, const std::int64_t* seg_size,
-                                           std::int64_t segments, float c, int tile_entries, const float* scores,
-                                           const float* stats, float* dg, const AmpGrads& grads, void* workspace,
-                                           std::size_t workspace_bytes, cudaStream_t stream);
+                                           std::int64_t segments, float c, int tile_entries, bool pieces,
+                                           const float* scores, const float* stats, float* dg, const AmpGrads& grads,
+                                           void* workspace, std::size_t workspace_bytes, cudaStream_t stream);
 
 // ---------------------------------------------------------------- grokfast.cu (flat buffers [n], in place)
 // mu = g (first_step) or alpha mu + (1 - alpha) g;  g += lambda mu.

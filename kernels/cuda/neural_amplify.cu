@@ -23,8 +23,18 @@
 //   3. amp_grad_finish_kernel: dW, db = the partial slices summed in block order, in double.
 // No atomics anywhere; every sum runs in an order fixed by the shapes and the tile size, so reruns
 // on the same GPU are bit-identical.
+//
+// The pieces path (`pieces`, for MLPs amplifier_pieces_supported takes) replaces the MLP on every
+// entry by its exact piecewise-linear form, built on the device at the start of each call
+// (amplifier_pieces.cuh): the MLP's ~16.6k multiply-adds per entry for (128, 128) become a binary
+// search and one multiply-add. Forward: the build, then amp_pieces_forward_kernel (scores and tile
+// statistics, one thread per entry, kPieceTile entries per block) in place of amp_forward_kernel,
+// then the same stats and output kernels. Backward: the build, amp_dot_kernel, then
+// amp_pieces_backward_kernel (one thread per entry: dg, ds and the entry's piece), then the
+// per-piece sums and the weight gradients (amplifier_pieces.cu).
 #include <cmath>
 
+#include "kernels/cuda/amplifier_pieces.cuh"
 #include "kernels/cuda/common.cuh"
 
 namespace tg::cuda {
@@ -41,6 +51,7 @@ constexpr int kStageFloats = kDepth * (kTileRows + 1) + kDepth * (kTileCols + 1)
 constexpr int kSegmentsPerLaunch = 64;
 constexpr int kBackwardBlocks = 256;     // fixed (not per device), so the summation order is too
 constexpr int kDotThreads = 1024;
+constexpr int kPieceTile = 256;          // entries per tile (and threads per block) of the pieces path
 constexpr std::size_t kAlign = 256;
 
 // The MLP as the kernels see it (by value).
@@ -374,6 +385,23 @@ __global__ void __launch_bounds__(kDotThreads) amp_dot_kernel(const float* dout,
   if (threadIdx.x == 0) dots[segment] = acc;
 }
 
+// Entry i's ds_i = q_i dq_i and the part of dg_i outside the MLP, dq_i p_i, from the saved score, its
+// segment's statistics (max, sum, norm) and dot A = sum_j dout_j u_j. In double, as the CPU kernel: dq
+// is a difference of nearly equal terms whenever dout is close to parallel to u = q / ||q||, and
+// c / ||q|| (large for small gradients) multiplies its rounding error.
+struct EntryGrad {
+  double ds, dg_outside;
+};
+__device__ __forceinline__ EntryGrad entry_grad(float dout, float x, float score, const float* stats, double dot,
+                                                float c) {
+  const double m = stats[0], z = stats[1], norm = stats[2];
+  const double p = exp(static_cast<double>(score) - m) / z;
+  const double q = p * x;
+  const double inv_norm = norm != 0.0 ? 1.0 / norm : 0.0;  // zero gradient: zero derivatives; NaN stays NaN
+  const double dq = (c * inv_norm) * (static_cast<double>(dout) - (q * inv_norm) * dot);
+  return {q * dq, dq * p};
+}
+
 // Grid: min(kBackwardBlocks, tiles of the batch) blocks looping over the tiles. Dynamic shared
 // memory: backward_smem_floats. partials: [kBackwardBlocks, net.params], block b adds into row b.
 __global__ void __launch_bounds__(kThreads)
@@ -402,21 +430,12 @@ __global__ void __launch_bounds__(kThreads)
     const int count = left < te ? static_cast<int>(left) : te;
     const std::int64_t segment = batch.first_segment + s;
 
-    // ds_i = q_i dq_i and the direct part of dg, from the saved scores and statistics.
-    // In double, as the CPU kernel: dq is a difference of nearly equal terms whenever dout is close to
-    // parallel to u = q / ||q||, and c / ||q|| (large for small gradients) multiplies its rounding error.
     if (static_cast<int>(threadIdx.x) < count) {
-      const double m = stats[segment * 3], z = stats[segment * 3 + 1], norm = stats[segment * 3 + 2];
-      const double a = dots[segment];
       const std::int64_t i = start + threadIdx.x;
-      const float x = g[i];
-      const double p = exp(static_cast<double>(scores[i]) - m) / z;
-      const double q = p * x;
-      const double inv_norm = norm != 0.0 ? 1.0 / norm : 0.0;  // zero gradient: zero derivatives
-      const double dq = (c * inv_norm) * (static_cast<double>(dout[i]) - (q * inv_norm) * a);
-      xs[threadIdx.x] = x;
-      ds[threadIdx.x] = q * dq;
-      dg_direct[threadIdx.x] = static_cast<float>(dq * p);
+      const EntryGrad d = entry_grad(dout[i], g[i], scores[i], stats + segment * 3, dots[segment], c);
+      xs[threadIdx.x] = g[i];
+      ds[threadIdx.x] = d.ds;
+      dg_direct[threadIdx.x] = static_cast<float>(d.dg_outside);
     }
     __syncthreads();
     hidden_forward_tile(net, count, xs, acts, true, te, stage);
@@ -511,6 +530,61 @@ __global__ void amp_grad_finish_kernel(const double* partials, int blocks, Net n
   }
 }
 
+// ---------------------------------------------------------------- pieces path kernels
+
+// Grid: one block of kPieceTile threads per tile of the batch (batch.entries == kPieceTile). The
+// scores from the pieces, and the tile's (max, sum exp(s - max), sum (exp(s - max) g)^2) as
+// amp_forward_kernel writes them.
+__global__ void __launch_bounds__(kPieceTile)
+    amp_pieces_forward_kernel(const float* g, PieceLevels P, Batch batch, float* scores, double* tile_stats) {
+  __shared__ float max_scratch[kWarp];
+  __shared__ double sum_scratch[kWarp];
+  const std::int64_t tile = blockIdx.x;
+  const int s = segment_of(batch, tile);
+  const std::int64_t start = batch.begin[s] + (tile - batch.first_tile[s]) * kPieceTile;
+  const std::int64_t left = batch.begin[s] + batch.size[s] - start;
+  const int count = left < kPieceTile ? static_cast<int>(left) : kPieceTile;
+  const bool live = static_cast<int>(threadIdx.x) < count;
+  const int last = P.layers - 1;
+  float x = 0.f, score = -INFINITY;
+  if (live) {
+    x = g[start + threadIdx.x];
+    const double xd = x;
+    score = static_cast<float>(piece_score(P, piece_of(P.hi[last], P.count[last], xd), xd));
+    scores[start + threadIdx.x] = score;
+  }
+  const float m = block_reduce(score, MaxOp{}, max_scratch);
+  const double e = live ? exp(static_cast<double>(score) - static_cast<double>(m)) : 0.0;
+  const double t = e * static_cast<double>(x);
+  const double z = block_reduce(e, SumOp{}, sum_scratch);
+  const double q = block_reduce(t * t, SumOp{}, sum_scratch);
+  if (threadIdx.x == 0) {
+    double* out = tile_stats + (batch.tile_base + tile) * 3;
+    out[0] = m;
+    out[1] = z;
+    out[2] = q;
+  }
+}
+
+// Grid (blocks along the longest segment, segments of the batch). Every entry of a segment: its
+// piece (the key the weight gradients group by), ds, and dg = dq p + ds slope.
+__global__ void amp_pieces_backward_kernel(const float* dout, const float* g, const float* scores, const float* stats,
+                                           const double* dots, PieceLevels P, Batch batch, float c, float* dg) {
+  const int s = blockIdx.y;
+  const std::int64_t segment = batch.first_segment + s;
+  const int last = P.layers - 1;
+  const int pieces = P.count[last];
+  const std::int64_t end = batch.begin[s] + batch.size[s];
+  for (std::int64_t i = batch.begin[s] + blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < end;
+       i += std::int64_t(gridDim.x) * blockDim.x) {
+    const EntryGrad d = entry_grad(dout[i], g[i], scores[i], stats + segment * 3, dots[segment], c);
+    const int m = piece_of(P.hi[last], pieces, static_cast<double>(g[i]));
+    P.keys_in[i] = static_cast<std::uint32_t>(m);
+    P.ds[i] = d.ds;
+    dg[i] = static_cast<float>(d.dg_outside + d.ds * P.za[last][m]);
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- launchers
@@ -537,39 +611,64 @@ int amplifier_tile_entries(const AmpMlp& mlp, int smem_limit) {
   return 0;
 }
 
-std::size_t neural_amplify_forward_workspace_bytes(const std::int64_t* seg_size, std::int64_t segments,
-                                                   int tile_entries) {
-  if (tile_entries <= 0) return 0;
+namespace {
+
+std::int64_t tiles_of_segments(const std::int64_t* seg_size, std::int64_t segments, int entries) {
   std::int64_t tiles = 0;
-  for (std::int64_t k = 0; k < segments; ++k) tiles += tiles_of(seg_size[k], tile_entries);
-  return align_up(static_cast<std::size_t>(tiles) * 3 * sizeof(double));
+  for (std::int64_t k = 0; k < segments; ++k) tiles += tiles_of(seg_size[k], entries);
+  return tiles;
+}
+
+}  // namespace
+
+std::size_t neural_amplify_forward_workspace_bytes(const AmpMlp& mlp, const std::int64_t* seg_size,
+                                                   std::int64_t segments, int tile_entries, bool pieces) {
+  const int entries = pieces ? kPieceTile : tile_entries;
+  if (entries <= 0) return 0;
+  const std::size_t stats = align_up(static_cast<std::size_t>(tiles_of_segments(seg_size, segments, entries)) * 3 *
+                                     sizeof(double));
+  return pieces ? stats + amplifier_pieces_bytes(mlp, 0) : stats;
 }
 
 cudaError_t launch_neural_amplify_forward(const float* g, std::int64_t n, const AmpMlp& mlp,
                                           const std::int64_t* seg_begin, const std::int64_t* seg_size,
-                                          std::int64_t segments, float c, int tile_entries, float* out, float* scores,
-                                          float* stats, void* workspace, std::size_t workspace_bytes,
+                                          std::int64_t segments, float c, int tile_entries, bool pieces, float* out,
+                                          float* scores, float* stats, void* workspace, std::size_t workspace_bytes,
                                           cudaStream_t stream) {
-  if (mlp.layers < 2 || mlp.layers > kMaxAmpLayers || tile_entries < 1 || tile_entries > kTileRows) {
+  if (mlp.layers < 2 || mlp.layers > kMaxAmpLayers) return cudaErrorInvalidValue;
+  if (pieces ? !amplifier_pieces_supported(mlp) : (tile_entries < 1 || tile_entries > kTileRows)) {
     return cudaErrorInvalidValue;
   }
   if (n > 0) TG_RETURN_IF_ERROR(cudaMemsetAsync(out, 0, static_cast<std::size_t>(n) * sizeof(float), stream));
   if (segments <= 0) return cudaSuccess;
-  if (workspace_bytes < neural_amplify_forward_workspace_bytes(seg_size, segments, tile_entries)) {
+  if (workspace_bytes < neural_amplify_forward_workspace_bytes(mlp, seg_size, segments, tile_entries, pieces)) {
     return cudaErrorInvalidValue;
   }
-  const Net net = make_net(mlp);
-  const std::size_t smem = forward_smem_floats(net, tile_entries) * sizeof(float);
+  const int entries = pieces ? kPieceTile : tile_entries;
   double* tile_stats = static_cast<double*>(workspace);
+  const std::size_t stats_bytes =
+      align_up(static_cast<std::size_t>(tiles_of_segments(seg_size, segments, entries)) * 3 * sizeof(double));
+  PieceLevels levels;
+  if (pieces) {
+    levels = amplifier_pieces_layout(mlp, 0, static_cast<char*>(workspace) + stats_bytes);
+    TG_RETURN_IF_ERROR(launch_amplifier_pieces_build(levels, stream));
+  }
+  const Net net = make_net(mlp);
+  const std::size_t smem = pieces ? 0 : forward_smem_floats(net, tile_entries) * sizeof(float);
   std::int64_t tile_base = 0;
   for (std::int64_t first = 0; first < segments; first += kSegmentsPerLaunch) {
     const std::int64_t count = segments - first < kSegmentsPerLaunch ? segments - first : kSegmentsPerLaunch;
-    const Batch batch = make_batch(seg_begin, seg_size, first, count, tile_entries, tile_base);
+    const Batch batch = make_batch(seg_begin, seg_size, first, count, entries, tile_base);
     const std::int64_t tiles = batch.first_tile[count];
     if (tiles > 0x7fffffff) return cudaErrorInvalidConfiguration;
     std::int64_t longest = 0;
     for (std::int64_t k = 0; k < count; ++k) longest = batch.size[k] > longest ? batch.size[k] : longest;
-    amp_forward_kernel<<<static_cast<unsigned>(tiles), kThreads, smem, stream>>>(g, net, batch, scores, tile_stats);
+    if (pieces) {
+      amp_pieces_forward_kernel<<<static_cast<unsigned>(tiles), kPieceTile, 0, stream>>>(g, levels, batch, scores,
+                                                                                           tile_stats);
+    } else {
+      amp_forward_kernel<<<static_cast<unsigned>(tiles), kThreads, smem, stream>>>(g, net, batch, scores, tile_stats);
+    }
     TG_RETURN_IF_LAUNCH_FAILED();
     amp_stats_kernel<<<static_cast<unsigned>(count), kThreads, 0, stream>>>(tile_stats, batch, stats);
     TG_RETURN_IF_LAUNCH_FAILED();
@@ -581,29 +680,54 @@ cudaError_t launch_neural_amplify_forward(const float* g, std::int64_t n, const 
   return cudaSuccess;
 }
 
-std::size_t neural_amplify_backward_workspace_bytes(const AmpMlp& mlp, std::int64_t segments) {
+std::size_t neural_amplify_backward_workspace_bytes(const AmpMlp& mlp, std::int64_t n, std::int64_t segments,
+                                                    bool pieces) {
   if (mlp.layers < 2 || mlp.layers > kMaxAmpLayers) return 0;
-  const Net net = make_net(mlp);
   const std::size_t dots = align_up(static_cast<std::size_t>(segments > 0 ? segments : 1) * sizeof(double));
+  if (pieces) return dots + amplifier_pieces_bytes(mlp, n > 0 ? n : 1);
+  const Net net = make_net(mlp);
   return dots + align_up(static_cast<std::size_t>(kBackwardBlocks) * static_cast<std::size_t>(net.params) * sizeof(double));
 }
 
 cudaError_t launch_neural_amplify_backward(const float* dout, const float* g, std::int64_t n, const AmpMlp& mlp,
                                            const std::int64_t* seg_begin, const std::int64_t* seg_size,
-                                           std::int64_t segments, float c, int tile_entries, const float* scores,
-                                           const float* stats, float* dg, const AmpGrads& grads, void* workspace,
-                                           std::size_t workspace_bytes, cudaStream_t stream) {
-  if (mlp.layers < 2 || mlp.layers > kMaxAmpLayers || tile_entries < 1 || tile_entries > kTileRows) {
+                                           std::int64_t segments, float c, int tile_entries, bool pieces,
+                                           const float* scores, const float* stats, float* dg, const AmpGrads& grads,
+                                           void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
+  if (mlp.layers < 2 || mlp.layers > kMaxAmpLayers) return cudaErrorInvalidValue;
+  if (pieces ? (!amplifier_pieces_supported(mlp) || n > 0x7fffffff)
+             : (tile_entries < 1 || tile_entries > kTileRows)) {
     return cudaErrorInvalidValue;
   }
-  if (workspace_bytes < neural_amplify_backward_workspace_bytes(mlp, segments)) return cudaErrorInvalidValue;
+  if (workspace_bytes < neural_amplify_backward_workspace_bytes(mlp, n, segments, pieces)) return cudaErrorInvalidValue;
   const Net net = make_net(mlp);
-  const std::size_t smem = backward_smem_floats(net, tile_entries) * sizeof(float);
   double* dots = static_cast<double*>(workspace);
-  double* partials = reinterpret_cast<double*>(static_cast<char*>(workspace) +
-                                             align_up(static_cast<std::size_t>(segments > 0 ? segments : 1) *
-                                                      sizeof(double)));
+  char* after_dots = static_cast<char*>(workspace) +
+                     align_up(static_cast<std::size_t>(segments > 0 ? segments : 1) * sizeof(double));
   if (n > 0) TG_RETURN_IF_ERROR(cudaMemsetAsync(dg, 0, static_cast<std::size_t>(n) * sizeof(float), stream));
+
+  if (pieces) {
+    // Every entry outside the segments keeps the "no piece" key; with no entries at all the piece
+    // sums are zero and so is every weight gradient.
+    const PieceLevels levels = amplifier_pieces_layout(mlp, n > 0 ? n : 1, after_dots);
+    TG_RETURN_IF_ERROR(launch_amplifier_pieces_build(levels, stream));
+    TG_RETURN_IF_ERROR(launch_amplifier_pieces_clear_keys(levels, stream));
+    for (std::int64_t first = 0; first < segments; first += kSegmentsPerLaunch) {
+      const std::int64_t count = segments - first < kSegmentsPerLaunch ? segments - first : kSegmentsPerLaunch;
+      const Batch batch = make_batch(seg_begin, seg_size, first, count, kPieceTile, 0);
+      std::int64_t longest = 0;
+      for (std::int64_t k = 0; k < count; ++k) longest = batch.size[k] > longest ? batch.size[k] : longest;
+      amp_dot_kernel<<<static_cast<unsigned>(count), kDotThreads, 0, stream>>>(dout, g, scores, stats, batch, dots);
+      TG_RETURN_IF_LAUNCH_FAILED();
+      const dim3 grid(grid_for(longest, kThreads, 1024), static_cast<unsigned>(count));
+      amp_pieces_backward_kernel<<<grid, kThreads, 0, stream>>>(dout, g, scores, stats, dots, levels, batch, c, dg);
+      TG_RETURN_IF_LAUNCH_FAILED();
+    }
+    return launch_amplifier_pieces_weight_gradients(levels, g, grads, stream);
+  }
+
+  const std::size_t smem = backward_smem_floats(net, tile_entries) * sizeof(float);
+  double* partials = reinterpret_cast<double*>(after_dots);
   TG_RETURN_IF_ERROR(cudaMemsetAsync(
       partials, 0, static_cast<std::size_t>(kBackwardBlocks) * static_cast<std::size_t>(net.params) * sizeof(double),
       stream));
