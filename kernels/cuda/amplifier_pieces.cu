@@ -14,7 +14,8 @@
 //   radix sort of (piece, entry) pairs (stable), piece_sums: one block per piece sums ds and ds g
 //   over its run; then for l = L - 1 .. 0: weight_grads(l) (one warp per weight or bias, lanes over
 //   the level's intervals), and for l >= 1 through_weights(l) (each interval's gradient at its layer
-//   input) and gather(l) (each parent sums its children's, in child order).
+//   input; folded into gather for the last level) and gather(l) (each parent sums its children's, in
+//   child order).
 #include <cub/block/block_scan.cuh>
 #include <cub/device/device_radix_sort.cuh>
 
@@ -39,12 +40,14 @@ std::size_t align_up(std::size_t bytes) { return (bytes + kAlign - 1) / kAlign *
 // The capacities of every level, or false when the MLP is outside what the pieces path takes.
 bool capacities(const AmpMlp& mlp, std::int64_t* cap) {
   if (mlp.layers < 2 || mlp.layers > kMaxPieceLayers) return false;
+  if (mlp.in[0] != 1 || mlp.out[mlp.layers - 1] != 1) return false;  // a scalar in, a scalar out
   cap[0] = 1;
   for (int l = 0; l < mlp.layers; ++l) {
     if (mlp.in[l] < 1 || mlp.out[l] < 1 || mlp.in[l] > kMaxPieceWidth || mlp.out[l] > kMaxPieceWidth) return false;
     if (l + 1 < mlp.layers) {
       cap[l + 1] = cap[l] * (mlp.out[l] + 1);
-      if (cap[l + 1] > kMaxAmpPieces) return false;
+      // The on/off states of level l + 1 take cap x width bytes: keep them (and the workspace) small.
+      if (cap[l + 1] > kMaxAmpPieces || cap[l + 1] * mlp.out[l] > kMaxPieceStates) return false;
     }
   }
   return true;
@@ -85,7 +88,7 @@ std::size_t carve(const AmpMlp& mlp, std::int64_t n, char* base, PieceLevels& P)
     if (l >= 1) {
       take(P.parent[l], cap);
       take(P.on[l], cap * in);
-      widest_input = std::max(widest_input, cap * in);
+      if (l + 1 < L) widest_input = std::max(widest_input, cap * in);  // the last level needs no ta, tc
     }
     if (l + 1 < L) {
       take(P.cuts[l], cap * out);
@@ -110,6 +113,7 @@ std::size_t carve(const AmpMlp& mlp, std::int64_t n, char* base, PieceLevels& P)
     std::size_t temp = 0;
     if (cub::DeviceRadixSort::SortPairs(nullptr, temp, P.keys_in, P.keys_out, P.index_in, P.index_out,
                                         static_cast<int>(n), 0, P.key_bits) != cudaSuccess) {
+      P = PieceLevels{};  // no half-carved layout: callers see 0 bytes and an empty P, and refuse
       return 0;
     }
     P.sort_temp = base != nullptr ? base + at : nullptr;
@@ -371,9 +375,12 @@ __global__ void through_weights_kernel(PieceLevels P, int l) {
 }
 
 // Level l >= 1, one thread per (parent p of level l - 1, unit k): ga[l-1][p, k] = the sum of its
-// children's ta[., k] in child order (children are contiguous: first_child).
+// children's ta[., k] in child order (children are contiguous: first_child). For the last level
+// (one output) a child's term is just [on] W[0, k] S1 (S0 for gc), computed here rather than stored:
+// that level has the most intervals, and ta, tc for it would be the largest arrays of all.
 __global__ void gather_kernel(PieceLevels P, int l) {
   const int in = P.in[l];  // = out_{l-1}
+  const bool last = l + 1 == P.layers;
   const std::int64_t total = static_cast<std::int64_t>(P.count[l - 1]) * in;
   const std::int32_t* first = P.first_child[l - 1];
   for (std::int64_t idx = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; idx < total;
@@ -382,8 +389,15 @@ __global__ void gather_kernel(PieceLevels P, int l) {
     const int k = static_cast<int>(idx % in);
     double ga = 0.0, gc = 0.0;
     for (std::int64_t q = first[p]; q < first[p + 1]; ++q) {
-      ga += P.ta[q * in + k];
-      gc += P.tc[q * in + k];
+      if (last) {
+        if (P.on[l][q * in + k] == 0) continue;
+        const double wk = P.w[l][k];
+        ga += __dmul_rn(wk, P.ga[l][q]);
+        gc += __dmul_rn(wk, P.gc[l][q]);
+      } else {
+        ga += P.ta[q * in + k];
+        gc += P.tc[q * in + k];
+      }
     }
     P.ga[l - 1][idx] = ga;
     P.gc[l - 1][idx] = gc;
@@ -433,7 +447,7 @@ cudaError_t launch_amplifier_pieces_clear_keys(const PieceLevels& P, cudaStream_
 
 cudaError_t launch_amplifier_pieces_weight_gradients(const PieceLevels& P, const float* g, const AmpGrads& grads,
                                                      cudaStream_t stream) {
-  if (P.layers < 2 || P.ga[0] == nullptr) return cudaErrorInvalidValue;
+  if (P.layers < 2 || P.ga[0] == nullptr || P.sort_temp == nullptr) return cudaErrorInvalidValue;
   const int last = P.layers - 1;
   std::size_t temp = P.sort_temp_bytes;
   TG_RETURN_IF_ERROR(cub::DeviceRadixSort::SortPairs(P.sort_temp, temp, P.keys_in, P.keys_out, P.index_in,
@@ -446,8 +460,10 @@ cudaError_t launch_amplifier_pieces_weight_gradients(const PieceLevels& P, const
     weight_grads_kernel<<<static_cast<unsigned>(blocks), kGradThreads, 0, stream>>>(P, l, grads);
     TG_RETURN_IF_LAUNCH_FAILED();
     if (l == 0) break;
-    through_weights_kernel<<<grid_for(P.cap[l] * P.in[l], 256), 256, 0, stream>>>(P, l);
-    TG_RETURN_IF_LAUNCH_FAILED();
+    if (l < last) {
+      through_weights_kernel<<<grid_for(P.cap[l] * P.in[l], 256), 256, 0, stream>>>(P, l);
+      TG_RETURN_IF_LAUNCH_FAILED();
+    }
     gather_kernel<<<grid_for(P.cap[l - 1] * P.in[l], 256), 256, 0, stream>>>(P, l);
     TG_RETURN_IF_LAUNCH_FAILED();
   }

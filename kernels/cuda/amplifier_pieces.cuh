@@ -11,7 +11,8 @@
 // graph), so every level is laid out for its capacity, cap_0 = 1, cap_{l+1} = cap_l (out_l + 1), and
 // kernels launch one block (or thread) per possible interval and skip those past the level's count.
 // The arithmetic is the CPU's, operation for operation, in double with FMA contraction switched off
-// (__dmul_rn / __dadd_rn): the GPU builds the same pieces as the CPU from the same float weights.
+// (__dmul_rn / __dadd_rn here, -ffp-contract=off for the CPU kernels): the GPU builds the same
+// pieces as the CPU from the same float weights.
 //
 // The backward needs per piece S0 = sum ds and S1 = sum ds g over the entries in it. Entries are
 // grouped by piece with a stable radix sort (CUB) and each piece's run summed in a fixed order, so
@@ -48,7 +49,7 @@ struct PieceLevels {
   // Backward only (null when carved without gradients):
   double* ga[kMaxPieceLayers] = {};  // [cap_l, out_l]: dL/dza, dL/dzb (level L - 1: S1, S0)
   double* gc[kMaxPieceLayers] = {};
-  double* ta = nullptr;  // [max_{l >= 1} cap_l in_l]: gradients passed to a level's layer input
+  double* ta = nullptr;  // [max cap_l in_l over hidden levels l >= 1]: gradients at a level's layer input
   double* tc = nullptr;
   // Backward only: entries grouped by piece.
   std::uint32_t* keys_in = nullptr;  // [n]: the entry's piece; cap_{L-1} (after every piece) outside the segments

@@ -821,9 +821,9 @@ class CudaBackend final : public Backend {
     if (amplifier_pieces_supported(mlp)) return true;
     TG_CHECK(path != MlpPath::pieces,
              "cuda kernel {}: the amplifier MLP ({} linear layers) cannot run as pieces on the GPU (at most {} "
-             "linear layers, {} units per layer and {} possible pieces, the product of (hidden size + 1)); use "
-             "the direct path",
-             op, weights.size() / 2, kMaxPieceLayers, kMaxPieceWidth, kMaxAmpPieces);
+             "linear layers, {} units per layer, {} possible pieces, the product of (hidden size + 1), and {} "
+             "possible unit states per level); use the direct path",
+             op, weights.size() / 2, kMaxPieceLayers, kMaxPieceWidth, kMaxAmpPieces, kMaxPieceStates);
     return false;
   }
 

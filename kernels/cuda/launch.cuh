@@ -208,11 +208,14 @@ cudaError_t configure_amplifier_kernels(int max_optin_smem, int& limit);
 // Two ways to evaluate the MLP (`pieces` below): its exact piecewise-linear form, built on the
 // device every call (amplifier_pieces.cu), for MLPs amplifier_pieces_supported takes; or the MLP
 // run on every entry in tiles (neural_amplify.cu), whose tile size amplifier_tile_entries gives.
-// The pieces path takes at most kMaxPieceLayers linear layers of at most kMaxPieceWidth units, and
-// at most kMaxAmpPieces possible pieces (the product of hidden size + 1; 16,641 for (128, 128)).
+// The pieces path takes at most kMaxPieceLayers linear layers of at most kMaxPieceWidth units, at
+// most kMaxAmpPieces possible pieces (the product of hidden size + 1; 16,641 for (128, 128)), and at
+// most kMaxPieceStates unit states on any level (its possible intervals x the layer's width: the
+// workspace grows with them; 2.1M for (128, 128)).
 constexpr int kMaxPieceLayers = 8;
 constexpr int kMaxPieceWidth = 1024;
 constexpr std::int64_t kMaxAmpPieces = std::int64_t(1) << 17;
+constexpr std::int64_t kMaxPieceStates = std::int64_t(1) << 25;
 bool amplifier_pieces_supported(const AmpMlp& mlp);
 // Entries per tile (32, 16, ..., 1) the direct kernels use for this MLP when a block may use
 // `smem_limit` bytes of shared memory; 0 when even one entry's activations do not fit (hidden layers too wide).

@@ -636,7 +636,8 @@ cudaError_t launch_neural_amplify_forward(const float* g, std::int64_t n, const 
                                           float* scores, float* stats, void* workspace, std::size_t workspace_bytes,
                                           cudaStream_t stream) {
   if (mlp.layers < 2 || mlp.layers > kMaxAmpLayers) return cudaErrorInvalidValue;
-  if (pieces ? !amplifier_pieces_supported(mlp) : (tile_entries < 1 || tile_entries > kTileRows)) {
+  if (pieces ? (!amplifier_pieces_supported(mlp) || amplifier_pieces_bytes(mlp, 0) == 0)
+             : (tile_entries < 1 || tile_entries > kTileRows)) {
     return cudaErrorInvalidValue;
   }
   if (n > 0) TG_RETURN_IF_ERROR(cudaMemsetAsync(out, 0, static_cast<std::size_t>(n) * sizeof(float), stream));
@@ -695,7 +696,7 @@ cudaError_t launch_neural_amplify_backward(const float* dout, const float* g, st
                                            const float* scores, const float* stats, float* dg, const AmpGrads& grads,
                                            void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
   if (mlp.layers < 2 || mlp.layers > kMaxAmpLayers) return cudaErrorInvalidValue;
-  if (pieces ? (!amplifier_pieces_supported(mlp) || n > 0x7fffffff)
+  if (pieces ? (!amplifier_pieces_supported(mlp) || n > 0x7fffffff || amplifier_pieces_bytes(mlp, n > 0 ? n : 1) == 0)
              : (tile_entries < 1 || tile_entries > kTileRows)) {
     return cudaErrorInvalidValue;
   }
