@@ -123,6 +123,16 @@ struct PoisonGuard {
   ~PoisonGuard() { set_poison_new_tensors(false); }
 };
 
+// Sets how the backends evaluate the amplifier MLP (engine/backend.h) for one scope.
+struct MlpPathGuard {
+  explicit MlpPathGuard(MlpPath path) : saved(amplifier_mlp_path()) { set_amplifier_mlp_path(path); }
+  ~MlpPathGuard() { set_amplifier_mlp_path(saved); }
+  MlpPath saved;
+};
+// Both ways to evaluate the MLP; on the GPU `automatic` picks the pieces for every MLP in these tests.
+constexpr MlpPath kPaths[] = {MlpPath::pieces, MlpPath::direct};
+const char* path_name(MlpPath path) { return path == MlpPath::pieces ? "pieces" : "direct"; }
+
 }  // namespace
 
 TEST_CASE("fused amplifier forward matches the formula in float64 loops", "[amplifier]") {
@@ -152,12 +162,14 @@ TEST_CASE("fused amplifier forward matches the formula in float64 loops", "[ampl
   CHECK(values(neural_amplify(p.g, p.weights, p.segments, p.c))[64] == (g64 > 0 ? p.c : -p.c));
 }
 
+// Through the backend as the engine's setting asks (engine/backend.h): the pieces and the direct MLP.
 TEST_CASE("fused amplifier matches Amplifier::apply_composite, forward and gradients", "[amplifier]") {
   const std::vector<std::vector<std::int64_t>> hiddens = {{6}, {12, 10}, {5, 7, 4}};
-  for (DType dtype : {DType::f64, DType::f32}) {
+  for (const MlpPath path : kPaths) for (DType dtype : {DType::f64, DType::f32}) {
+    const MlpPathGuard use(path);
     const double tol = dtype == DType::f64 ? 1e-12 : 1e-5;
     for (std::size_t k = 0; k < hiddens.size(); ++k) {
-      CAPTURE(dtype_name(dtype), hiddens[k]);
+      CAPTURE(path_name(path), dtype_name(dtype), hiddens[k]);
       // g of order 1, so that ReLU patterns vary across entries: with tiny g every entry has the same
       // pattern, the bias gradients cancel to ~0 (their sums over a segment are sums of ds, which add
       // up to exactly 0) and only rounding noise would be compared.
@@ -305,17 +317,6 @@ TEST_CASE("Amplifier::apply matches the fused op", "[amplifier]") {
   tape().clear();
 }
 
-namespace {
-// Sets how the backends evaluate the amplifier MLP (engine/backend.h) for one scope.
-struct MlpPathGuard {
-  explicit MlpPathGuard(MlpPath path) : saved(amplifier_mlp_path()) { set_amplifier_mlp_path(path); }
-  ~MlpPathGuard() { set_amplifier_mlp_path(saved); }
-  MlpPath saved;
-};
-// The GPU's two ways to evaluate the MLP: as pieces (what `automatic` picks for every MLP below) and directly.
-constexpr MlpPath kGpuPaths[] = {MlpPath::pieces, MlpPath::direct};
-}  // namespace
-
 // Each GPU path against the CPU's direct MLP in float64 (the MLP on every entry, the independent reference).
 TEST_CASE("the fused amplifier on the GPU matches the CPU in float64", "[amplifier][cuda]") {
   if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
@@ -343,8 +344,8 @@ TEST_CASE("the fused amplifier on the GPU matches the CPU in float64", "[amplifi
        }(),
        {16, 16}},
   };
-  for (const MlpPath path : kGpuPaths) for (std::size_t k = 0; k < cases.size(); ++k) {
-    CAPTURE(path == MlpPath::pieces ? "pieces" : "direct", k, cases[k].hidden);
+  for (const MlpPath path : kPaths) for (std::size_t k = 0; k < cases.size(); ++k) {
+    CAPTURE(path_name(path), k, cases[k].hidden);
     const Problem p = make_problem(120 + k, cases[k].n, cases[k].segments, cases[k].hidden, DType::f64, 1.0);
     const Result cpu = [&] {
       const MlpPathGuard direct(MlpPath::direct);
@@ -381,8 +382,8 @@ TEST_CASE("on the GPU, tiny gradients give a one-entry segment zero derivatives"
   const Result cpu = run(p, true, Device::cpu(), DType::f64);
   const std::size_t single = 64;  // mixed_segments()'s {64, 1}
   CHECK(std::abs(values(cpu.grads[0])[single]) < 1e-6);
-  for (const MlpPath path : kGpuPaths) {
-    CAPTURE(path == MlpPath::pieces ? "pieces" : "direct");
+  for (const MlpPath path : kPaths) {
+    CAPTURE(path_name(path));
     const MlpPathGuard on_gpu(path);
     const Result gpu = run(p, true, Device::cuda(0), DType::f32);
     CHECK(std::abs(values(gpu.grads[0])[single]) < 1e-6);
@@ -419,8 +420,8 @@ TEST_CASE("a NaN gradient entry makes its whole segment NaN, never zero", "[ampl
 
 TEST_CASE("on the GPU, a NaN gradient entry makes its whole segment NaN", "[amplifier][cuda]") {
   if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
-  for (const MlpPath path : kGpuPaths) {
-    CAPTURE(path == MlpPath::pieces ? "pieces" : "direct");
+  for (const MlpPath path : kPaths) {
+    CAPTURE(path_name(path));
     const MlpPathGuard on_gpu(path);
     check_nan_segment(Device::cuda(0));
   }
@@ -429,8 +430,8 @@ TEST_CASE("on the GPU, a NaN gradient entry makes its whole segment NaN", "[ampl
 TEST_CASE("the fused amplifier on the GPU is bit-identical run to run", "[amplifier][cuda][determinism]") {
   if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
   const Problem p = make_problem(130, kMixedN, mixed_segments(), {128, 128});
-  for (const MlpPath path : kGpuPaths) {
-    CAPTURE(path == MlpPath::pieces ? "pieces" : "direct");
+  for (const MlpPath path : kPaths) {
+    CAPTURE(path_name(path));
     const MlpPathGuard on_gpu(path);
     const Result a = run(p, true, Device::cuda(0), DType::f32);
     const Result b = run(p, true, Device::cuda(0), DType::f32);
