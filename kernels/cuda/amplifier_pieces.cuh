@@ -11,7 +11,7 @@
 // graph), so every level is laid out for its capacity, cap_0 = 1, cap_{l+1} = cap_l (out_l + 1), and
 // kernels launch one block (or thread) per possible interval and skip those past the level's count.
 // The arithmetic is the CPU's, operation for operation, in double with FMA contraction switched off
-// (__dmul_rn / __dadd_rn here, -ffp-contract=off for the CPU kernels): the GPU builds the same
+// (__dmul_rn / __dadd_rn here; CMakeLists.txt builds the CPU's amplifier files with -ffp-contract=off): the GPU builds the same
 // pieces as the CPU from the same float weights.
 //
 // The backward needs per piece S0 = sum ds and S1 = sum ds g over the entries in it. Entries are
