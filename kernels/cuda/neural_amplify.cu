@@ -701,7 +701,6 @@ cudaError_t launch_neural_amplify_backward(const float* dout, const float* g, st
     return cudaErrorInvalidValue;
   }
   if (workspace_bytes < neural_amplify_backward_workspace_bytes(mlp, n, segments, pieces)) return cudaErrorInvalidValue;
-  const Net net = make_net(mlp);
   double* dots = static_cast<double*>(workspace);
   char* after_dots = static_cast<char*>(workspace) +
                      align_up(static_cast<std::size_t>(segments > 0 ? segments : 1) * sizeof(double));
@@ -727,6 +726,7 @@ cudaError_t launch_neural_amplify_backward(const float* dout, const float* g, st
     return launch_amplifier_pieces_weight_gradients(levels, g, grads, stream);
   }
 
+  const Net net = make_net(mlp);
   const std::size_t smem = backward_smem_floats(net, tile_entries) * sizeof(float);
   double* partials = reinterpret_cast<double*>(after_dots);
   TG_RETURN_IF_ERROR(cudaMemsetAsync(
