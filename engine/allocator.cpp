@@ -2,12 +2,23 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <string_view>
+
 #include "engine/error.h"
 
 namespace tg {
 
 CachingAllocator::CachingAllocator(std::string device_name, RawAlloc raw_alloc, RawFree raw_free)
-    : device_name_(std::move(device_name)), raw_alloc_(raw_alloc), raw_free_(raw_free) {}
+    : device_name_(std::move(device_name)), raw_alloc_(raw_alloc), raw_free_(raw_free) {
+  const char* exact = std::getenv("TAPEGROK_EXACT_ALLOC");
+  exact_ = exact != nullptr && std::string_view(exact) == "1";
+}
+
+std::size_t CachingAllocator::block_size(std::size_t nbytes) const {
+  return exact_ ? std::max<std::size_t>(nbytes, 1) : round_size(nbytes);
+}
 
 CachingAllocator::~CachingAllocator() {
   empty_cache();
@@ -34,14 +45,14 @@ void* CachingAllocator::take(FreeLists& lists, std::size_t size) {
 }
 
 void* CachingAllocator::allocate(std::size_t nbytes) {
-  const std::size_t size = round_size(nbytes);
+  const std::size_t size = block_size(nbytes);
   void* ptr = nullptr;
   if (active_pool_ != 0) {
     // A capture: the pool's own free blocks, then the general cache, then the device; never
     // empty_cache() (freeing device memory synchronises, which a capture forbids).
-    if ((ptr = take(pools_[active_pool_], size)) != nullptr) {
+    if (!exact_ && (ptr = take(pools_[active_pool_], size)) != nullptr) {
       stats_.bytes_in_pools -= size;
-    } else if ((ptr = take(free_blocks_, size)) != nullptr) {
+    } else if (!exact_ && (ptr = take(free_blocks_, size)) != nullptr) {
       stats_.bytes_cached -= size;
     } else {
       ptr = raw_alloc_(size);
@@ -56,7 +67,7 @@ void* CachingAllocator::allocate(std::size_t nbytes) {
       ++stats_.raw_allocations;
     }
     pool_of_[ptr] = active_pool_;
-  } else if ((ptr = take(free_blocks_, size)) != nullptr) {
+  } else if (!exact_ && (ptr = take(free_blocks_, size)) != nullptr) {
     stats_.bytes_cached -= size;
   } else {
     ptr = raw_alloc_(size);
@@ -79,7 +90,7 @@ void* CachingAllocator::allocate(std::size_t nbytes) {
 
 void CachingAllocator::deallocate(void* ptr, std::size_t nbytes) {
   if (ptr == nullptr) return;
-  const std::size_t size = round_size(nbytes);
+  const std::size_t size = block_size(nbytes);
   stats_.bytes_in_use -= size;
   if (!pool_of_.empty()) {
     auto it = pool_of_.find(ptr);
@@ -94,6 +105,10 @@ void CachingAllocator::deallocate(void* ptr, std::size_t nbytes) {
     pool_of_[ptr] = active_pool_;
     pools_[active_pool_][size].push_back(ptr);
     stats_.bytes_in_pools += size;
+    return;
+  }
+  if (exact_) {
+    raw_free_(ptr);
     return;
   }
   free_blocks_[size].push_back(ptr);
@@ -124,8 +139,12 @@ void CachingAllocator::release_pool(PoolId pool) {
   if (it == pools_.end()) return;
   for (auto& [size, blocks] : it->second) {
     for (void* p : blocks) {
-      free_blocks_[size].push_back(p);
       stats_.bytes_in_pools -= size;
+      if (exact_) {
+        raw_free_(p);
+        continue;
+      }
+      free_blocks_[size].push_back(p);
       stats_.bytes_cached += size;
     }
   }

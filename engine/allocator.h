@@ -19,6 +19,11 @@
 //    still in use go there when they are freed.
 // Out of memory during a capture is an error at once: emptying the cache would synchronise the device,
 // which a capture forbids.
+//
+// TAPEGROK_EXACT_ALLOC=1 (for memory checkers: compute-sanitizer, the emulated device under
+// AddressSanitizer) turns the cache off: every allocation is a raw allocation of exactly the size asked
+// for, freed when the block is freed (a capture pool's blocks when the pool is released), so a read past
+// a buffer's end or of a stale block reaches the checker instead of another cached buffer.
 #pragma once
 
 #include <cstddef>
@@ -78,6 +83,7 @@ class CachingAllocator final : public Allocator {
  private:
   using FreeLists = std::map<std::size_t, std::vector<void*>>;  // rounded size -> free blocks
   void* take(FreeLists& lists, std::size_t size);               // a free block of `size`, or nullptr
+  std::size_t block_size(std::size_t nbytes) const;             // what a request of nbytes occupies
 
   std::string device_name_;
   RawAlloc raw_alloc_;
@@ -87,6 +93,7 @@ class CachingAllocator final : public Allocator {
   std::unordered_map<void*, PoolId> pool_of_;      // every block a live pool owns, in use or free
   PoolId active_pool_ = 0, next_pool_ = 1;
   AllocatorStats stats_;
+  bool exact_ = false;  // TAPEGROK_EXACT_ALLOC=1: no cache, exact sizes
 };
 
 }  // namespace tg

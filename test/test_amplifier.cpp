@@ -7,6 +7,7 @@
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -452,15 +453,25 @@ TEST_CASE("on the GPU, the amplifier as pieces matches the CPU at the model's si
   }();
   const MlpPathGuard pieces(MlpPath::pieces);
   const Result gpu = run(p, true, Device::cuda(0), DType::f32);
+  const Result cpu32 = run(p, true, Device::cpu(), DType::f32);
   CHECK(rel_error(gpu.out, cpu.out) < 1e-5);
   CHECK(rel_error(gpu.grads[0], cpu.grads[0]) < 1e-5);
-  std::vector<double> all_gpu, all_cpu;
-  for (std::size_t i = 1; i + 1 < gpu.grads.size(); ++i) {
-    const std::vector<double> a = values(gpu.grads[i]), b = values(cpu.grads[i]);
-    all_gpu.insert(all_gpu.end(), a.begin(), a.end());
-    all_cpu.insert(all_cpu.end(), b.begin(), b.end());
-  }
-  CHECK(rel_error(all_gpu, all_cpu) < 1e-5);
+  auto weight_grads = [](const Result& r) {
+    std::vector<double> all;
+    for (std::size_t i = 1; i + 1 < r.grads.size(); ++i) {
+      const std::vector<double> v = values(r.grads[i]);
+      all.insert(all.end(), v.begin(), v.end());
+    }
+    return all;
+  };
+  // The weight gradients sum ~400k float32 terms that cancel to small values: in float32 the CPU's
+  // own pieces path is ~8e-5 off the float64 result here. The GPU must be as close as that path
+  // (with a 1.5x margin for its other summation order), and agree with it to float32 rounding.
+  const double cpu32_error = rel_error(weight_grads(cpu32), weight_grads(cpu));
+  const double gpu_error = rel_error(weight_grads(gpu), weight_grads(cpu));
+  INFO("weight gradients vs float64: GPU " << gpu_error << ", CPU float32 pieces " << cpu32_error);
+  CHECK(gpu_error < std::max(1e-5, 1.5 * cpu32_error));
+  CHECK(rel_error(weight_grads(gpu), weight_grads(cpu32)) < 1e-6);
 }
 
 TEST_CASE("asking the GPU for pieces of an MLP it cannot split names the limit", "[amplifier][cuda]") {

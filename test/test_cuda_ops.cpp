@@ -96,6 +96,9 @@ TEST_CASE("GPU kernels at model sizes match the CPU", "[cuda][ops]") {
        [](const TensorList& x) { return causal_self_attention(x[0], 4); }},
       {"attention [2,100,192] 2 heads", [](Rng& r) { return TensorList{random(r, {2, 100, 192})}; },
        [](const TensorList& x) { return causal_self_attention(x[0], 2); }},
+      // Heads of 128 and more: the long-sequence backward's key kernel runs 128 threads, not a warp multiple of d.
+      {"attention [1,100,768] 2 heads of 128", [](Rng& r) { return TensorList{random(r, {1, 100, 768})}; },
+       [](const TensorList& x) { return causal_self_attention(x[0], 2); }},
       {"cross_entropy [512,99]", [](Rng& r) { return TensorList{random(r, {512, 99}, DType::f64, -3, 3), random_ids(r, {512}, 99)}; },
        [](const TensorList& x) { return cross_entropy(x[0], x[1]); }},
       {"embedding [512,5] into [99,128]", [](Rng& r) { return TensorList{random_ids(r, {512, 5}, 99), random(r, {99, 128})}; },
@@ -140,6 +143,40 @@ TEST_CASE("GPU kernels at model sizes match the CPU", "[cuda][ops]") {
         INFO(op.name << ": gradient " << k << " relative error " << err);
         CHECK(err < 1e-5);
       }
+    }
+  }
+}
+
+// The ops reach some reduction kinds only through one path (sum along a dimension, sum of squares
+// over everything ...): every kind on every path, by direct backend calls, against the CPU backend
+// in float64 on the same float32-rounded inputs.
+TEST_CASE("every reduction kind on the GPU matches the CPU in float64", "[cuda][ops]") {
+  if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
+  PoisonGuard poison;
+  const Device gpu = Device::cuda(0), cpu = Device::cpu();
+  for (const ReduceOp op : {ReduceOp::sum, ReduceOp::sum_squares, ReduceOp::abs_entropy}) {
+    DYNAMIC_SECTION("reduce op " << static_cast<int>(op)) {
+      Rng rng(5);
+      // [outer, reduce, inner]: many short columns (one pass) and few long ones (split over blocks).
+      for (const Shape& shape : {Shape{64, 40, 7}, Shape{3, 1000, 7}, Shape{1, 2560, 512}}) {
+        CAPTURE(shape);
+        const Tensor x32 = random(rng, shape, DType::f32);
+        const Tensor out_gpu = Tensor::empty({shape[0], shape[2]}, DType::f32, gpu);
+        const Tensor out_ref = Tensor::empty({shape[0], shape[2]}, DType::f64, cpu);
+        backend_for(gpu).reduce_dim(op, x32.to(gpu), out_gpu, shape[0], shape[1], shape[2]);
+        backend_for(cpu).reduce_dim(op, x32.to(DType::f64), out_ref, shape[0], shape[1], shape[2]);
+        CHECK(rel_error(out_gpu, out_ref) < 1e-5);
+      }
+      const Tensor flat = random(rng, {420000}, DType::f32);
+      const Tensor all_gpu = Tensor::empty({1}, DType::f32, gpu), all_ref = Tensor::empty({1}, DType::f64, cpu);
+      backend_for(gpu).reduce_all(op, flat.to(gpu), all_gpu);
+      backend_for(cpu).reduce_all(op, flat.to(DType::f64), all_ref);
+      CHECK(rel_error(all_gpu, all_ref) < 1e-5);
+      const std::vector<std::int64_t> offsets = {0, 3, 70000, 70001, 420000};
+      const Tensor seg_gpu = Tensor::empty({4}, DType::f32, gpu), seg_ref = Tensor::empty({4}, DType::f64, cpu);
+      backend_for(gpu).segmented_reduce(op, flat.to(gpu), offsets, seg_gpu);
+      backend_for(cpu).segmented_reduce(op, flat.to(DType::f64), offsets, seg_ref);
+      CHECK(rel_error(seg_gpu, seg_ref) < 1e-5);
     }
   }
 }

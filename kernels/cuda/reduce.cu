@@ -9,19 +9,18 @@ namespace tg::cuda {
 
 namespace {
 
-constexpr int kReduceThreads = 256;     // per block when there are many (outer, column tile) pairs
-constexpr int kReduceThreadsFew = 1024; // when there are few: more threads share each long column
-constexpr std::int64_t kFewTiles = 256;
+constexpr int kReduceThreads = 256;
+constexpr std::int64_t kFewTiles = 256;  // fewer (outer, column tile) pairs than this: split long columns
 
 // x: [outer, reduce, inner] -> out: [outer, inner].
-// Block (tx, ty) with tx * ty = 256 or 1024, tx = min(32, next_pow2(inner)): threadIdx.x picks a
+// Block (tx, ty) with tx * ty = 256, tx = min(32, next_pow2(inner)): threadIdx.x picks a
 // column i of the block's tile, threadIdx.y sums rows r = y, y + ty, y + 2 ty, ... in order; the ty
 // partial sums of a column are then combined by a fixed shared-memory tree. Blocks loop over
 // (outer, column tile). The block shape depends only on the sizes, so the order is fixed.
 template <ReduceCode kOp>
-__global__ void __launch_bounds__(kReduceThreadsFew) reduce_dim_kernel(const float* x, float* out, std::int64_t outer, std::int64_t reduce,
+__global__ void __launch_bounds__(kReduceThreads) reduce_dim_kernel(const float* x, float* out, std::int64_t outer, std::int64_t reduce,
                                   std::int64_t inner, std::int64_t tiles_per_outer) {
-  __shared__ double partial[kReduceThreadsFew];
+  __shared__ double partial[kReduceThreads];
   const int tx = blockDim.x, ty = blockDim.y;
   const int slot = threadIdx.y * tx + threadIdx.x;
   for (std::int64_t tile = blockIdx.x; tile < outer * tiles_per_outer; tile += gridDim.x) {
@@ -225,8 +224,8 @@ cudaError_t launch_reduce_dim(ReduceCode op, const float* x, float* out, std::in
                                                                                 outer * inner);
     return cudaGetLastError();
   }
-  const int threads = outer * tiles_per_outer < kFewTiles && reduce >= 1024 ? kReduceThreadsFew : kReduceThreads;
-  const dim3 block(tx, threads / tx);
+  // Few pairs over long columns (>= 2 chunks of kSplitMinRows rows) took the split path above.
+  const dim3 block(tx, kReduceThreads / tx);
   const unsigned grid = grid_for(outer * tiles_per_outer, 1);
   switch (op) {
     case ReduceCode::sum:
