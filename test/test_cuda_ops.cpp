@@ -3,6 +3,10 @@
 // Without a GPU these tests are reported as skipped, never as passed.
 #include <catch2/catch_test_macros.hpp>
 
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
 #include "engine/backend.h"
 #include "op_cases.h"
 
@@ -147,10 +151,56 @@ TEST_CASE("GPU kernels at model sizes match the CPU", "[cuda][ops]") {
   }
 }
 
+// Shapes past the launchers' grid caps, where kernels loop over what one grid does not cover: the
+// embedding backward's vocabulary rows beyond 65535 blocks, and cross-entropy's rows beyond 65536
+// blocks of 8 (the mean is then still one ticket-ordered sum over the blocks).
+TEST_CASE("GPU kernels past their grid caps match the CPU", "[cuda][ops][long]") {
+  if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
+  PoisonGuard poison;
+  const std::vector<OpCase> cases = {
+      {"embedding [40] into [70000,3]",
+       [](Rng& r) { return TensorList{random_ids(r, {40}, 70000), random(r, {70000, 3})}; },
+       [](const TensorList& x) { return embedding(x[0], x[1]); }},
+      {"cross_entropy [524300,2]",
+       [](Rng& r) { return TensorList{random(r, {524300, 2}, DType::f64, -3, 3), random_ids(r, {524300}, 2)}; },
+       [](const TensorList& x) { return cross_entropy(x[0], x[1]); }},
+  };
+  for (const OpCase& op : cases) {
+    DYNAMIC_SECTION(op.name) {
+      Rng rng(17);
+      const TensorList inputs = op.inputs(rng);
+      const Run ref = run_case(op, inputs, Device::cpu(), DType::f64);
+      const Run gpu = run_case(op, inputs, Device::cuda(0), DType::f32);
+      CHECK(rel_error(gpu.output, ref.output) < 1e-5);
+      for (std::size_t k = 0; k < ref.grads.size(); ++k) CHECK(rel_error(gpu.grads[k], ref.grads[k]) < 1e-5);
+    }
+  }
+}
+
+// argmax (first maximum, NaNs skipped, as the CPU's scan) and count_equal are exact: the GPU must give
+// the CPU's integers, on rows with ties, NaNs, an all-NaN row and rows longer than a warp.
+TEST_CASE("argmax and count_equal on the GPU match the CPU exactly", "[cuda][ops]") {
+  if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
+  const std::int64_t rows = 300, n = 99;
+  Rng rng(12);
+  std::vector<float> x = random(rng, {rows, n}, DType::f32).to_vector<float>();
+  for (std::int64_t r = 0; r < rows; r += 3) x[r * n + (r * 7) % n] = x[r * n + (r * 11) % n] = 5.f;  // ties
+  for (std::int64_t r = 1; r < rows; r += 5) x[r * n + (r * 13) % n] = std::nanf("");
+  for (std::int64_t j = 0; j < n; ++j) x[2 * n + j] = std::nanf("");  // nothing but NaN
+  const Tensor logits = Tensor::from_vector(x, {rows, n});
+  const Tensor cpu_best = argmax(logits), gpu_best = argmax(logits.to(Device::cuda(0)));
+  CHECK(gpu_best.to(Device::cpu()).to_vector<std::int32_t>() == cpu_best.to_vector<std::int32_t>());
+  const Tensor targets = random_ids(rng, {rows}, n);
+  const double cpu_count = count_equal(cpu_best, targets).item();
+  const double gpu_count = count_equal(gpu_best, targets.to(Device::cuda(0))).item();
+  CHECK(gpu_count == cpu_count);
+  CHECK(count_equal(gpu_best, gpu_best).item() == static_cast<double>(rows));
+}
+
 // The ops reach some reduction kinds only through one path (sum along a dimension, sum of squares
-// over everything ...): every kind on every path, by direct backend calls, against the CPU backend
-// in float64 on the same float32-rounded inputs.
-TEST_CASE("every reduction kind on the GPU matches the CPU in float64", "[cuda][ops]") {
+// over everything ...), and the segmented scale only through training: every kind on every path, by
+// direct backend calls, against the CPU backend in float64 on the same float32-rounded inputs.
+TEST_CASE("every reduction kind and segmented pass on the GPU matches the CPU in float64", "[cuda][ops]") {
   if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
   PoisonGuard poison;
   const Device gpu = Device::cuda(0), cpu = Device::cpu();
@@ -179,6 +229,14 @@ TEST_CASE("every reduction kind on the GPU matches the CPU in float64", "[cuda][
       CHECK(rel_error(seg_gpu, seg_ref) < 1e-5);
     }
   }
+  // Its partner pass (per-tensor normalisation): every segment scaled by its own factor.
+  Rng rng(6);
+  const Tensor flat = random(rng, {420000}, DType::f32), scales = random(rng, {4}, DType::f32, 0.5, 2.0);
+  const std::vector<std::int64_t> offsets = {0, 3, 70000, 70001, 420000};
+  const Tensor x_gpu = flat.to(gpu).clone(), x_ref = flat.to(DType::f64);
+  backend_for(gpu).segmented_scale(x_gpu, offsets, scales.to(gpu));
+  backend_for(cpu).segmented_scale(x_ref, offsets, scales.to(DType::f64));
+  CHECK(rel_error(x_gpu, x_ref) < 1e-6);
 }
 
 namespace {

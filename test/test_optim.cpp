@@ -111,16 +111,17 @@ TEST_CASE("global norm clipping and per-tensor normalisation", "[optim]") {
 }
 
 namespace {
-// Adam (coupled and decoupled decay) and SGD with momentum, host scalars and device scalars, float32,
+// Adam (coupled and decoupled decay) and SGD with and without momentum, host scalars and device scalars, float32,
 // with a limit that clips and one that does not: the fused clip leaves the parameters exactly as
 // clip_grad_norm followed by the step does, and the gradients unclipped.
 void check_fused_clip(Device device) {
-  for (const char* kind : {"adam", "adamw", "sgd"}) {
+  for (const char* kind : {"adam", "adamw", "sgd", "sgd-plain"}) {
     for (double max_norm : {0.05, 1e6}) {
       for (bool device_scalars : {false, true}) {
         CAPTURE(kind, max_norm, device_scalars);
         auto make = [&](const ParameterTable& t) {
           if (std::string(kind) == "sgd") return make_sgd(t, {0.9, 0.01});
+          if (std::string(kind) == "sgd-plain") return make_sgd(t, {0.0, 0.01});
           return make_adam(t, {0.9, 0.98, 1e-8, 0.1, std::string(kind) == "adamw"});
         };
         auto on_device = [&](std::uint64_t seed) {

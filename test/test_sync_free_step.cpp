@@ -400,7 +400,7 @@ TEST_CASE("sync-free mode says what it does on this device, never silently", "[g
   CHECK_THAT(unrolled.sync_free_notice(), ContainsSubstring("normal (synchronising) path"));
 }
 
-TEST_CASE("on a GPU, replayed CUDA graphs reproduce the eager run bit for bit", "[graph][cuda]") {
+TEST_CASE("on a GPU, replayed CUDA graphs reproduce the eager run bit for bit", "[graph][cuda][long]") {
   if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
   const std::string dir = fresh_temp_dir("cuda");
   for (const Variant& v : variants()) {

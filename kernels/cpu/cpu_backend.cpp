@@ -14,7 +14,11 @@ namespace tg::cpu {
 
 namespace {
 
-void* raw_alloc(std::size_t nbytes) { return std::aligned_alloc(256, nbytes); }  // nbytes: a multiple of 512
+// Any size (exact sizes under TAPEGROK_EXACT_ALLOC), which std::aligned_alloc does not allow.
+void* raw_alloc(std::size_t nbytes) {
+  void* p = nullptr;
+  return posix_memalign(&p, 256, nbytes) == 0 ? p : nullptr;
+}
 void raw_free(void* p) { std::free(p); }
 
 // Calls f(T{}) with T the C++ type of a floating dtype.

@@ -32,8 +32,10 @@ struct BlockState {
   uint3 bid;
   dim3 bdim, gdim;
 };
-extern thread_local ThreadState* current_thread;
-extern thread_local BlockState* current_block;
+// Plain globals, not thread_local: one host thread drives the emulated device (the engine's one
+// stream), and g++'s UBSan misreads some extern thread_local loads after a fiber switch.
+extern ThreadState* current_thread;
+extern BlockState* current_block;
 
 // ---------------------------------------------------------------- synchronisation (simt.cpp)
 void syncthreads(std::source_location where);

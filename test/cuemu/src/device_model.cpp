@@ -1,5 +1,6 @@
 #include "test/cuemu/src/device_model.h"
 
+#include <cstdio>
 #include <map>
 #include <mutex>
 
@@ -28,7 +29,9 @@ std::string refuse_launch(const void* kernel, const cuemu::LaunchConfig& cfg) {
   const dim3 b = cfg.block, g = cfg.grid;
   const long long threads = static_cast<long long>(b.x) * b.y * b.z;
   auto dims = [](dim3 d) {
-    return "(" + std::to_string(d.x) + ", " + std::to_string(d.y) + ", " + std::to_string(d.z) + ")";
+    char text[48];
+    std::snprintf(text, sizeof text, "(%u, %u, %u)", d.x, d.y, d.z);
+    return std::string(text);
   };
   if (threads == 0) return "empty block " + dims(b);
   if (g.x == 0 || g.y == 0 || g.z == 0) return "empty grid " + dims(g);

@@ -29,9 +29,11 @@
 #include "test/cuemu/src/launch_log.h"
 #include "test/cuemu/src/runtime_state.h"
 
-#if defined(__SANITIZE_THREAD__)
+// The thread variant builds this file without -fsanitize=thread but with CUEMU_TSAN: the scheduler's
+// own bookkeeping, which every fiber touches, stays invisible to ThreadSanitizer, while the fibers
+// are announced to it so that the kernels' accesses are ordered only by barriers and collectives.
+#if defined(CUEMU_TSAN)
 #include <sanitizer/tsan_interface.h>
-#define CUEMU_TSAN 1
 #endif
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/common_interface_defs.h>
@@ -42,8 +44,8 @@ namespace bctx = boost::context::detail;
 
 namespace cuemu {
 
-thread_local ThreadState* current_thread = nullptr;
-thread_local BlockState* current_block = nullptr;
+ThreadState* current_thread = nullptr;
+BlockState* current_block = nullptr;
 
 namespace {
 
@@ -93,6 +95,7 @@ struct Fiber {
   State state = State::ready;
   std::source_location at;  // where it waits
   unsigned barriers = 0;    // __syncthreads passed in this block
+  bool started = false;     // has run in this block
 #ifdef CUEMU_TSAN
   void* tsan = nullptr;
 #endif
@@ -141,7 +144,7 @@ struct Block {
   std::size_t scheduler_stack_size = 0;
 #endif
 };
-thread_local Block blk;
+Block blk;  // the block running now (one host thread drives the device)
 
 std::size_t stack_bytes() {
   static const std::size_t bytes = [] {
@@ -167,12 +170,12 @@ void resume(Fiber& f) {
   current_thread = &f.ts;
 #ifdef CUEMU_TSAN
   // First entry in a block: ordered after the launch. Later entries add no order between threads.
-  __tsan_switch_to_fiber(f.tsan, f.state == State::ready && f.barriers == 0 && f.ts.linear >= 0 ? 0
-                                                                                                : __tsan_switch_to_fiber_no_sync);
+  __tsan_switch_to_fiber(f.tsan, f.started ? __tsan_switch_to_fiber_no_sync : 0);
 #endif
 #ifdef CUEMU_ASAN
   __sanitizer_start_switch_fiber(&blk.scheduler_fake_stack, f.stack, stack_bytes());
 #endif
+  f.started = true;
   const bctx::transfer_t t = bctx::jump_fcontext(f.ctx, &f);
 #ifdef CUEMU_ASAN
   __sanitizer_finish_switch_fiber(blk.scheduler_fake_stack, nullptr, nullptr);
@@ -183,7 +186,7 @@ void resume(Fiber& f) {
 }
 
 void yield_to_scheduler() {
-  Fiber* f = blk.running;
+  [[maybe_unused]] Fiber* f = blk.running;
 #ifdef CUEMU_TSAN
   __tsan_switch_to_fiber(blk.tsan_scheduler, __tsan_switch_to_fiber_no_sync);
 #endif
@@ -241,6 +244,7 @@ void prepare_fibers(int nthreads) {
     f.ts.warp = i / 32;
     f.state = State::ready;
     f.barriers = 0;
+    f.started = false;
     f.ctx = bctx::make_fcontext(f.stack + bytes, bytes, fiber_entry);
   }
 }
@@ -472,7 +476,11 @@ void* dynamic_shared_memory() { return blk.dynamic; }
 void* block_shared_bytes(const void* key, std::size_t bytes, std::size_t align, const char* name,
                          std::source_location where) {
   for (const SharedObject& s : blk.shared) {
-    if (s.key == key) return s.bytes;
+    if (s.key != key) continue;
+#ifdef CUEMU_TSAN
+    __tsan_acquire(s.bytes);  // every thread passes the declaration before using the object
+#endif
+    return s.bytes;
   }
   blk.static_smem += bytes;
   if (blk.static_smem > device::kMaxStaticSmem) {
@@ -483,10 +491,21 @@ void* block_shared_bytes(const void* key, std::size_t bytes, std::size_t align, 
     device_fail("static (" + std::to_string(blk.static_smem) + ") plus dynamic (" + std::to_string(blk.dynamic_smem) +
                 ") shared memory exceed sm_90's " + std::to_string(device::kMaxOptinSmem) + " bytes per block");
   }
-  void* p = std::aligned_alloc(std::max<std::size_t>(align, alignof(std::max_align_t)),
-                               (bytes + align - 1) / align * align);
-  if (!p) fail("out of host memory for shared memory");
-  std::memset(p, 0xff, bytes);  // shared memory starts as garbage: NaN for floats, -1 for integers
+  // Exact size, so that AddressSanitizer sees an access past the declared object.
+  void* p = nullptr;
+  if (posix_memalign(&p, std::max<std::size_t>(align, sizeof(void*)), bytes ? bytes : 1) != 0) {
+    fail("out of host memory for shared memory");
+  }
+  // Shared memory starts as garbage: NaN for floats, -1 for integers. A volatile loop, not memset:
+  // ThreadSanitizer intercepts memset, and would take this first thread's fill for a write racing
+  // with the other threads' first stores.
+  volatile unsigned char* bytes_out = static_cast<unsigned char*>(p);
+  for (std::size_t i = 0; i < bytes; ++i) bytes_out[i] = 0xff;
+#ifdef CUEMU_TSAN
+  // The allocation counts as this thread's write: the others acquire it at the declaration (above),
+  // as on a GPU, where the object exists before any thread runs.
+  __tsan_release(p);
+#endif
   blk.shared.push_back({key, p});
   return p;
 }
