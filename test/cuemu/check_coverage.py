@@ -81,9 +81,10 @@ def main():
             problems.append('%s: %s was never launched with %s threads per block (its launcher picks them)' %
                             (file, name, ' or '.join(str(t) for t in sorted(missing))))
 
-    if out:
-        json.dump({name: {'max_threads': t, 'max_dynamic_smem': s} for name, (t, s) in sorted(most.items())},
-                  open(out, 'w'), indent=1)
+    if out:  # kernels/cuda's kernels only (not the CUB stand-ins')
+        ours = {k['name'] for k in kernels}
+        json.dump({name: {'max_threads': t, 'max_dynamic_smem': s} for name, (t, s) in sorted(most.items())
+                   if name in ours}, open(out, 'w'), indent=1)
     print('%d kernels, %d launch sites, %d launch logs' % (len(kernels), len(sites), len(logs)))
     if problems:
         print('\n'.join(problems))
