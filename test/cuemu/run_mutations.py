@@ -19,7 +19,7 @@ mutation runs skipped. Builds run concurrently (one worker each) unless --serial
 The suite runs in two steps, both with --stop-on-failure: first the quick broad tests (--quick, a
 ctest -R regex; the coverage check is left out with -FC), and only if they pass the whole labelled suite.
 
-Usage: run_mutations.py [--only ID,ID] [--builds plain,address,thread] [--jobs N] [--report PATH]
+Usage: run_mutations.py [--only ID,ID] [--builds plain,address,thread] [--merge] [--jobs N] [--report PATH]
                         [--work DIR] [--timeout SECONDS] [--serial] [--check] [--report-only]
 """
 import argparse
@@ -371,6 +371,8 @@ def main():
     ap.add_argument('--mutations', default=None, help='default: REPO/test/cuemu/mutations.txt')
     ap.add_argument('--work', default='/tmp/tapegrok-mutations')
     ap.add_argument('--only', default='', help='comma-separated mutation ids')
+    ap.add_argument('--merge', action='store_true',
+                    help="keep the last run's results (WORK/results.json) for the builds not run now")
     ap.add_argument('--builds', default=','.join(BUILDS))
     ap.add_argument('--jobs', type=int, default=2, help='ninja -j')
     ap.add_argument('--timeout', type=int, default=600, help='seconds for one mutation\'s suite run')
@@ -397,6 +399,7 @@ def main():
     wanted = set(filter(None, args.builds.split(',')))
     if wanted - set(BUILDS):
         sys.exit('--builds: expected some of %s' % ', '.join(BUILDS))
+    all_muts = [dict(m) for m in muts]  # the report lists every mutation (with --merge, earlier runs too)
     muts = [m for m in muts if not only or m['id'] in only]
     for m in muts:
         m['runs'] = [(b, o) for b, o in m['runs'] if b in wanted]
@@ -445,10 +448,18 @@ def main():
     for t in threads:
         t.join()
 
-    with open(os.path.join(args.work, 'results.json'), 'w') as f:
-        json.dump({'builds': [b.info for b in builds], 'results': results, 'wall_s': round(time.time() - started)},
-                  f, indent=1)
-    write_report(report, args, muts, builds, results, started, lines)
+    results_path = os.path.join(args.work, 'results.json')
+    infos = [b.info for b in builds]
+    if args.merge and os.path.exists(results_path):  # keep the last run's results of the other builds
+        last = json.load(open(results_path))
+        now = {b.name for b in builds}
+        results = [r for r in last['results'] if r['build'] not in now] + results
+        infos = [i for i in last['builds'] if i['name'] not in now] + infos
+        muts = all_muts
+    with open(results_path, 'w') as f:
+        json.dump({'builds': infos, 'results': results, 'wall_s': round(time.time() - started)}, f, indent=1)
+    shown = [type('B', (), {'name': i['name'], 'info': i}) for i in sorted(infos, key=lambda i: BUILDS.index(i['name']))]
+    write_report(report, args, muts, shown, results, started, lines)
     v = verdicts(results)
     n_caught, n_ran = sum(x == 'caught' for x in v.values()), sum(x != 'invalid' for x in v.values())
     log('%d of %d mutations caught; report: %s' % (n_caught, n_ran, report))
