@@ -372,7 +372,7 @@ def main():
     ap.add_argument('--work', default='/tmp/tapegrok-mutations')
     ap.add_argument('--only', default='', help='comma-separated mutation ids')
     ap.add_argument('--merge', action='store_true',
-                    help="keep the last run's results (WORK/results.json) for the builds not run now")
+                    help="keep the last run's results (WORK/results.json) of what this run does not try")
     ap.add_argument('--builds', default=','.join(BUILDS))
     ap.add_argument('--jobs', type=int, default=2, help='ninja -j')
     ap.add_argument('--timeout', type=int, default=600, help='seconds for one mutation\'s suite run')
@@ -453,7 +453,8 @@ def main():
     if args.merge and os.path.exists(results_path):  # keep the last run's results of the other builds
         last = json.load(open(results_path))
         now = {b.name for b in builds}
-        results = [r for r in last['results'] if r['build'] not in now] + results
+        ran = {(m['id'], b) for m in muts for b, _order in m['runs']}  # what this run tried
+        results = [r for r in last['results'] if (r['id'], r['build']) not in ran] + results
         infos = [i for i in last['builds'] if i['name'] not in now] + infos
         muts = all_muts
     with open(results_path, 'w') as f:
