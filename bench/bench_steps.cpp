@@ -21,8 +21,9 @@
 #include "engine/backend.h"
 #include "engine/ops.h"
 #include "engine/second_order.h"
-#include "experiments/tasks.h"
-#include "experiments/trainer.h"
+#include "experiments/methods/neuralgrok.h"
+#include "experiments/training/tasks.h"
+#include "experiments/training/trainer.h"
 #include "optim/amplifier.h"
 #include "optim/differentiable_step.h"
 
@@ -136,22 +137,22 @@ int main(int argc, char** argv) {
       {
         // The lookahead meta step on its own: theta' = theta - lr G_phi(g) with one batch's raw gradient
         // g held constant, L_outer(theta') on the whole outer set, d/dphi, the amplifier's Adam step.
-        // Called through the public NeuralGrok::meta_step_lookahead, as Trainer::step calls it every
+        // Called through the public NeuralGrok::meta_step_lookahead, as its transform() calls it every
         // T-th step, on a gradient computed once beforehand (the inner step's work is not in this row).
         Trainer t(ng);
         t.step();  // a normal step first, so every optimizer state exists
         const ParameterTable& p = t.params();
-        Tensor ids, targets, outer_ids, outer_targets;
+        Tensor ids, targets;
         std::vector<std::int64_t> batch(t.split().train.begin(), t.split().train.begin() + ng.batch_size);
         gather_examples(t.dataset(), batch, device, ids, targets);
-        gather_examples(t.dataset(), t.split().outer, device, outer_ids, outer_targets);
         tape().clear();
         p.zero_grad();
         backward(cross_entropy(t.model().forward(p.values(), ids), targets));  // the raw gradient g
         tape().clear();
         const double s = median_seconds(device, warmup, repeats, [&] {
-          t.neuralgrok()->prepare_meta_step();
-          t.neuralgrok()->meta_step_lookahead(t.model(), p, outer_ids, outer_targets, ng.lr);
+          NeuralGrok& method = *t.method<NeuralGrok>();
+          method.prepare({ng.meta_every, false, &t.model()});  // a meta step's number
+          method.meta_step_lookahead(t.model(), p, ng.lr);
         });
         results.push_back({"NeuralGrok lookahead meta step alone", s});
       }

@@ -201,7 +201,7 @@ class Backend {
                                        const Tensor& stats, const Tensor& dg,
                                        const std::vector<Tensor>& dweights) = 0;
 
-  // ---- Grokfast gradient filters (optim/grokfast.cpp), in place over flat buffers of equal length ----
+  // ---- Grokfast gradient filters (experiments/methods/grokfast.cpp), in place over flat buffers of equal length ----
   // EMA: mu = g (first_step) or alpha mu + (1 - alpha) g;  then g += lambda mu.
   virtual void grokfast_ema(const Tensor& grad, const Tensor& mu, double alpha, double lambda, bool first_step) = 0;
   // MA over a window of `window` raw gradients kept in a ring of flat buffers; (sum, comp) is the

@@ -1,5 +1,5 @@
 // A CUDA graph of work captured once and replayed: the whole sync-free training step
-// (experiments/trainer.cpp) is recorded as one graph and launched with a single call per step.
+// (experiments/training/trainer.cpp) is recorded as one graph and launched with a single call per step.
 //
 // capture(device, body) runs body() once with the device's stream being recorded: the kernels it
 // enqueues are NOT executed, they become the graph. What body does on the host (shape checks, tape

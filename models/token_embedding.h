@@ -11,7 +11,7 @@
 // Initialisation (PyTorch's defaults for those two layers):
 //   token_embeddings.weight, token_embeddings.A:  N(0, 1)                     (nn.Embedding)
 //   token_embeddings.B:                           U(-1/sqrt(r), 1/sqrt(r))    (nn.Linear(r, d), fan_in r)
-// GrokTransfer's weight-loading pass (experiments/model_factory.cpp) then overwrites A with the weak
+// GrokTransfer's weight-loading pass (experiments/training/model_factory.cpp) then overwrites A with the weak
 // model's embedding and redraws B.
 #pragma once
 

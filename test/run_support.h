@@ -3,7 +3,7 @@
 
 #include <string>
 
-#include "experiments/train_config.h"
+#include "experiments/training/train_config.h"
 
 namespace tgtest {
 

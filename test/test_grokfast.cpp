@@ -1,16 +1,19 @@
-// Grokfast EMA and MA filters (optim/grokfast.h) against sequences computed by hand, the reference
+// Grokfast EMA and MA filters (experiments/methods/grokfast.h) against sequences computed by hand, the reference
 // code's window semantics, state round trips, and (with a GPU) the CUDA passes against the CPU.
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>
 
 #include <cmath>
 
-#include "optim/grokfast.h"
+#include "experiments/methods/grokfast.h"
 #include "support.h"
 
 using namespace tg;
 using namespace tgtest;
 using Catch::Matchers::ContainsSubstring;
+
+// Grokfast filters ignore the step they are called for.
+const StepContext kAnyStep{};
 
 namespace {
 
@@ -54,7 +57,7 @@ TEST_CASE("Grokfast EMA follows a sequence computed by hand", "[grokfast]") {
     const double expected[] = {3.0, 5.0, 7.5, 10.25};
     for (int step = 1; step <= 4; ++step) {
       set_grads(t, step);
-      ema.apply(t);
+      ema.transform(t, kAnyStep);
       check_flat(t, expected[step - 1]);
     }
     CHECK(ema.steps() == 4);
@@ -74,7 +77,7 @@ TEST_CASE("Grokfast MA changes nothing until the window is full, then adds lambd
     const double expected[] = {1.0, 2.0, 13.0, 19.0, 25.0, 31.0};
     for (int step = 1; step <= 6; ++step) {
       set_grads(t, step);
-      ma.apply(t);
+      ma.transform(t, kAnyStep);
       check_flat(t, expected[step - 1]);
       CHECK(ma.held() == std::min(step, 3));
     }
@@ -83,7 +86,7 @@ TEST_CASE("Grokfast MA changes nothing until the window is full, then adds lambd
   ParameterTable t = small_table();
   GrokfastMa ma1(t, {1, 5.0});
   set_grads(t, 2);
-  ma1.apply(t);
+  ma1.transform(t, kAnyStep);
   check_flat(t, 12.0);
   const GrokfastMaConfig defaults;
   CHECK(defaults.window == 100);
@@ -106,7 +109,7 @@ TEST_CASE("Grokfast MA's running sum stays exact over many steps", "[grokfast]")
       Tensor g = t[0].grad();
       g.copy_from_(random(rng, {40}, dtype, -scale, scale));
       history.push_back(values(g));
-      ma.apply(t);
+      ma.transform(t, kAnyStep);
       if (static_cast<std::int64_t>(history.size()) < window) continue;
       std::vector<double> expected(40);
       for (std::size_t i = 0; i < 40; ++i) {
@@ -132,7 +135,7 @@ TEST_CASE("Grokfast state round trip continues the same sequence", "[grokfast][c
     auto fa = make(a);
     for (int step = 1; step <= 6; ++step) {
       set_grads(a, step);
-      fa->apply(a);
+      fa->transform(a, kAnyStep);
     }
     // Save (copies, as a checkpoint would), load into a fresh filter, continue both.
     std::map<std::string, Tensor> saved;
@@ -143,8 +146,8 @@ TEST_CASE("Grokfast state round trip continues the same sequence", "[grokfast][c
     for (int step = 7; step <= 10; ++step) {
       set_grads(a, step);
       set_grads(b, step);
-      fa->apply(a);
-      fb->apply(b);
+      fa->transform(a, kAnyStep);
+      fb->transform(b, kAnyStep);
       CHECK(grads(a) == grads(b));
     }
     // Bad state: missing buffer, wrong size, negative steps; nothing changes.
@@ -167,7 +170,7 @@ TEST_CASE("Grokfast settings and tables are checked", "[grokfast][errors]") {
   CHECK_THROWS_WITH(GrokfastMa(t, {0, 5.0}), ContainsSubstring("at least 1 gradient"));
   GrokfastEma ema(t, {});
   ParameterTable other({{"w", {300}}}, DType::f64, Device::cpu());
-  CHECK_THROWS_WITH(ema.apply(other), ContainsSubstring("do not match the filter's state"));
+  CHECK_THROWS_WITH(ema.transform(other, kAnyStep), ContainsSubstring("do not match the filter's state"));
 }
 
 TEST_CASE("Grokfast filters on the GPU match the CPU", "[grokfast][cuda]") {
@@ -193,8 +196,8 @@ TEST_CASE("Grokfast filters on the GPU match the CPU", "[grokfast][cuda]") {
       Tensor a = cpu.flat_grads(), b = gpu.flat_grads();
       a.copy_from_(g_masked);
       b.copy_from_(g_masked.to(DType::f32).to(Device::cuda(0)));
-      fc->apply(cpu);
-      fg->apply(gpu);
+      fc->transform(cpu, kAnyStep);
+      fg->transform(gpu, kAnyStep);
       CHECK(rel_error(gpu.flat_grads(), cpu.flat_grads()) < 1e-5);
     }
   }

@@ -9,10 +9,10 @@
 #include <unistd.h>
 
 #include "engine/safetensors.h"
-#include "experiments/groktransfer.h"
-#include "experiments/model_factory.h"
-#include "experiments/trainer.h"
-#include "experiments/weight_loading.h"
+#include "experiments/cli/transfer_command.h"
+#include "experiments/training/model_factory.h"
+#include "experiments/training/trainer.h"
+#include "experiments/training/weight_loading.h"
 #include "models/fnn.h"
 #include "models/token_embedding.h"
 #include "models/transformer.h"

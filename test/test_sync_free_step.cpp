@@ -16,8 +16,9 @@
 #include "engine/backend.h"
 #include "engine/captured_graph.h"
 #include "engine/error.h"
-#include "experiments/cli.h"
-#include "experiments/trainer.h"
+#include "experiments/cli/cli.h"
+#include "experiments/methods/neuralgrok.h"
+#include "experiments/training/trainer.h"
 #include "optim/optimizer.h"
 #include "run_support.h"
 #include "support.h"
@@ -276,8 +277,8 @@ TEST_CASE("sync-free runs reproduce the normal runs bit for bit", "[graph][train
     CHECK(optimizer_state(a) == optimizer_state(b));
     CHECK(a.optimizer().steps_taken() == b.optimizer().steps_taken());
     if (v.method == "neuralgrok") {
-      CHECK(values(a.neuralgrok()->amp_params().flat_values()) == values(b.neuralgrok()->amp_params().flat_values()));
-      CHECK(a.neuralgrok()->meta_steps() == b.neuralgrok()->meta_steps());
+      CHECK(values(a.method<NeuralGrok>()->amp_params().flat_values()) == values(b.method<NeuralGrok>()->amp_params().flat_values()));
+      CHECK(a.method<NeuralGrok>()->meta_steps() == b.method<NeuralGrok>()->meta_steps());
     }
     CHECK(nlohmann::json::parse(read_file(sync_free.run_dir + "/config.json")).at("cuda_graph").get<bool>());
   }

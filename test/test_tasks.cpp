@@ -5,7 +5,7 @@
 
 #include <set>
 
-#include "experiments/tasks.h"
+#include "experiments/training/tasks.h"
 
 using namespace tg;
 using Catch::Matchers::ContainsSubstring;

@@ -9,7 +9,8 @@
 #include <unistd.h>
 
 #include "engine/safetensors.h"
-#include "experiments/trainer.h"
+#include "experiments/methods/neuralgrok.h"
+#include "experiments/training/trainer.h"
 #include "run_support.h"
 #include "support.h"
 
@@ -98,9 +99,9 @@ TEST_CASE("resuming from a checkpoint reproduces the uninterrupted run bit for b
     CHECK(values(resumed.optimizer().state().begin()->second) ==
           values(uninterrupted.optimizer().state().begin()->second));
     if (v.method == "neuralgrok") {
-      CHECK(values(resumed.neuralgrok()->amp_params().flat_values()) ==
-            values(uninterrupted.neuralgrok()->amp_params().flat_values()));
-      CHECK(resumed.neuralgrok()->meta_steps() == uninterrupted.neuralgrok()->meta_steps());
+      CHECK(values(resumed.method<NeuralGrok>()->amp_params().flat_values()) ==
+            values(uninterrupted.method<NeuralGrok>()->amp_params().flat_values()));
+      CHECK(resumed.method<NeuralGrok>()->meta_steps() == uninterrupted.method<NeuralGrok>()->meta_steps());
     }
   }
 }

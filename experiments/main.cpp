@@ -1,3 +1,0 @@
-#include "experiments/cli.h"
-
-int main(int argc, char** argv) { return tg::run_cli(argc, argv); }
