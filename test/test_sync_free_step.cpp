@@ -44,7 +44,8 @@ const std::vector<Variant>& variants() {
                                          {"adamw-clip", "adamw", "standard"},
                                          {"sgd", "sgd", "standard"},
                                          {"grokfast-ma", "adam", "grokfast-ma"},
-                                         {"neuralgrok-lookahead", "adam", "neuralgrok"}};
+                                         {"neuralgrok-lookahead", "adam", "neuralgrok"},
+                                         {"perp-grad", "adam", "perp-grad"}};
   return v;
 }
 

@@ -8,8 +8,8 @@
 //
 // Four passes over the flat buffers and a few per-tensor scalars, all on the device: nothing is read
 // on the host, so sync-free steps and CUDA graphs replay it. A tensor whose weights are all zero has
-// nothing to project out (<w, w> = 0 gives coefficient 0); one whose gradient lies exactly along w
-// keeps g_perp = 0.
+// nothing to project out (<w, w> = 0 gives coefficient 0). A gradient exactly along w leaves only
+// rounding in g_perp, which the rescaling blows up to the gradient's norm, as in the paper's code.
 #include "engine/backend.h"
 #include "engine/ops.h"
 #include "experiments/methods/method_factory.h"
