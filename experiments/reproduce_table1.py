@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reproduces NeuralGrok's Table 1 (papers.md): minimum optimisation steps to reach 95% test accuracy,
+"""Reproduces NeuralGrok's Table 1 (docs/methods.md): minimum optimisation steps to reach 95% test accuracy,
 for each task x method, with a step budget, on any device. Resumable: a finished run (summary.json
 present) is skipped, an interrupted one continues from its checkpoint.
 
@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 
-PAPER = {  # papers.md, Table 1 (None: no generalisation)
+PAPER = {  # docs/methods.md, Table 1 (None: no generalisation)
     "a+b": {"standard": 1650, "grokfast-ma": 1780, "grokfast-ema": 1820, "neuralgrok": 900},
     "a-b": {"standard": 4330, "grokfast-ma": 2990, "grokfast-ema": 1340, "neuralgrok": 1467},
     "a*b": {"standard": 1280, "grokfast-ma": 1150, "grokfast-ema": 1400, "neuralgrok": 918},
@@ -41,7 +41,7 @@ def method_flags(method, task):
         return common + ["--method", "standard"]
     if method in ("grokfast-ma", "grokfast-ema"):
         return common + ["--method", method]
-    # NeuralGrok with the official code's settings; T = 1 for the mod-7 task (papers.md).
+    # NeuralGrok with the official code's settings; T = 1 for the mod-7 task (docs/methods.md).
     flags = common + ["--preset", "official", "--meta-every", "1" if mod7 else "4"]
     if method == "neuralgrok-unrolled":
         flags += ["--meta-grad", "unrolled"]

@@ -1,4 +1,4 @@
-// NeuralGrok's gradient amplifier G_phi (papers.md, section 1).
+// NeuralGrok's gradient amplifier G_phi (docs/methods.md).
 //
 // Each parameter tensor's gradient g (N entries) is rewritten on its own:
 //   s_i = MLP(g_i)                       one small MLP applied to every scalar: Linear(1, h1), ReLU, ...,

@@ -1,4 +1,4 @@
-// NeuralGrok's complexity metrics (papers.md section 1): Absolute Gradient Entropy
+// NeuralGrok's complexity metrics (docs/methods.md): Absolute Gradient Entropy
 //   AGE(g) = -sum_i |g_i| ln |g_i|     (natural log, no normalisation, 0 ln 0 = 0)
 // and Absolute Weight Entropy AWE(w), the same sum over the parameter values. Reported per parameter
 // tensor and for the whole model (the sum of the per-tensor values: the reference computes AGE over

@@ -1,4 +1,4 @@
-// The modular-arithmetic tasks against papers.md's counts and an independent evaluation of each
+// The modular-arithmetic tasks against example counts worked out by hand and an independent evaluation of each
 // expression, and the seeded splits.
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>

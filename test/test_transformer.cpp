@@ -26,7 +26,7 @@ TEST_CASE("parameter names and shapes are the reference model's state dict", "[m
   CHECK(specs[12].shape == Shape{128, 512});
   CHECK(specs.back().name == "head.weight");
   ParameterTable t(specs, DType::f32, Device::cpu());
-  CHECK(t.numel() == 422656);  // ~0.42M, as papers.md says
+  CHECK(t.numel() == 422656);  // ~0.42M, the size the NeuralGrok paper gives
 }
 
 TEST_CASE("initialisation follows PyTorch's per-layer defaults", "[model]") {

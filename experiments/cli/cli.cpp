@@ -19,7 +19,7 @@ namespace {
 // Named bundles of settings; explicit flags still override them.
 TrainConfig preset_config(const std::string& name) {
   TrainConfig c;
-  if (name == "official") {  // the NeuralGrok official code's settings (papers.md, section 1)
+  if (name == "official") {  // the NeuralGrok official code's settings (docs/methods.md)
     c.method = "neuralgrok";
     c.amp_hidden = "128,128";
     c.amp_c = 0.2;

@@ -48,7 +48,7 @@ struct Split {
 };
 
 // Shuffles all examples with `seed`; the first floor(train_fraction * N) form the training part, of
-// which the first floor(outer_fraction * N) go to `outer` (a fraction of the WHOLE set, as papers.md).
+// which the first floor(outer_fraction * N) go to `outer` (a fraction of the WHOLE set, as docs/methods.md).
 Split split_dataset(std::int64_t size, double train_fraction, double outer_fraction, std::uint64_t seed);
 
 // Inputs [n, seq_len] and targets [n] of the given examples, on `device`.

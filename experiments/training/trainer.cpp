@@ -355,7 +355,7 @@ RunProgress Trainer::run() {
         record["outer_acc"] = outer.accuracy;
       }
       for (const auto& m : methods_) m->log(record);
-      // Complexity metrics (papers.md): AGE of the raw and the transformed gradient, AWE of the weights.
+      // Complexity metrics (docs/methods.md): AGE of the raw and the transformed gradient, AWE of the weights.
       auto per_tensor = [](const EntropyStats& e) {
         nlohmann::json j = nlohmann::json::object();
         for (std::size_t i = 0; i < e.names.size() && i < e.per_tensor.size(); ++i) j[e.names[i]] = e.per_tensor[i];

@@ -1,5 +1,5 @@
 """The NeuralGrok reference Transformer in PyTorch, written from the description in
-shared/reference/papers.md: sequence-first layout, nn.MultiheadAttention with in-projection bias,
+docs/methods.md: sequence-first layout, nn.MultiheadAttention with in-projection bias,
 causal mask, MLP 4x with exact GELU, learned positions, final LayerNorm, head without bias.
 Its state-dict names are the ones tapegrok uses, so tapegrok's files load straight into it."""
 
