@@ -1,5 +1,7 @@
 #include "engine/safetensors.h"
 
+#include <charconv>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -193,6 +195,20 @@ SafetensorsFile load_safetensors(const std::string& path) {
     out.tensors.emplace(e.name, std::move(t));
   }
   return out;
+}
+
+std::int64_t SafetensorsFile::metadata_integer(const std::string& key, std::int64_t min, std::int64_t max) const {
+  auto it = metadata.find(key);
+  TG_CHECK(it != metadata.end(), "{}: metadata entry '{}' is missing", path, key);
+  const std::string& text = it->second;
+  std::int64_t value = 0;
+  const char* end = text.data() + text.size();
+  const auto [stop, error] = std::from_chars(text.data(), end, value);
+  TG_CHECK(!text.empty() && error == std::errc() && stop == end, "{}: metadata entry '{}' = \"{}\" is not an integer",
+           path, key, text);
+  TG_CHECK(value >= min && value <= max, "{}: metadata entry '{}' = {} is outside [{}, {}]", path, key, value, min,
+           max);
+  return value;
 }
 
 const Tensor& SafetensorsFile::at(const std::string& name) const {

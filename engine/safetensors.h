@@ -6,6 +6,7 @@
 //   Tensor w = f.at("head.weight");
 #pragma once
 
+#include <limits>
 #include <map>
 #include <string>
 #include <utility>
@@ -33,6 +34,10 @@ struct SafetensorsFile {
   bool contains(const std::string& name) const { return tensors.count(name) != 0; }
   // The tensor called `name`; throws tg::Error naming the tensor and the file when there is none.
   const Tensor& at(const std::string& name) const;
+  // Metadata entry `key` as a whole decimal integer in [min, max]; throws naming the file and the key
+  // when it is missing, not an integer ("12abc", "1e3") or out of range.
+  std::int64_t metadata_integer(const std::string& key, std::int64_t min = 0,
+                                std::int64_t max = std::numeric_limits<std::int64_t>::max()) const;
 };
 
 // Reads the whole file at `path`, validates it (parse_safetensors_header) and builds CPU tensors.

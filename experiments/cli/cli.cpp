@@ -8,6 +8,7 @@
 
 #include "engine/error.h"
 #include "experiments/cli/cli_options.h"
+#include "experiments/cli/config_file.h"
 #include "experiments/cli/commands.h"
 #include "experiments/cli/dump_state.h"
 #include "experiments/training/trainer.h"
@@ -55,7 +56,9 @@ int run_cli(int argc, char** argv) {
   TrainConfig train_config;
   std::string resume;
   CLI::App* train = app.add_subcommand("train", "train a Transformer on a modular-arithmetic task");
-  train->set_config("--config", "", "read settings from a TOML/INI file (keys are the long flag names)");
+  std::string config_file;
+  train->add_option("--config", config_file,
+                    "read settings from a TOML file (keys are the long flag names; flags given here win)");
   ConfigOptions train_options(train, train_config);
   add_task_and_model_options(train_options);
   add_training_options(train_options, train_config, train);
@@ -96,6 +99,7 @@ int run_cli(int argc, char** argv) {
 
   try {
     if (*train) {
+      if (!config_file.empty()) apply_config_file(train, config_file);
       TrainConfig config = train_config;
       if (!preset.empty()) config = train_options.given_over(preset_config(preset));
       if (!resume.empty()) config = train_options.given_over(config_from_checkpoint(resume));

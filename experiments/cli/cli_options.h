@@ -2,6 +2,8 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <charconv>
+#include <limits>
 #include <functional>
 #include <string>
 #include <type_traits>
@@ -11,6 +13,24 @@
 #include "experiments/training/train_config.h"
 
 namespace tg {
+
+// Accepts only a plain decimal integer that T holds exactly: no "1e20", "12abc", "-1" for an unsigned
+// setting or values past T's range, which a conversion would otherwise round, cut or wrap.
+template <class T>
+CLI::Validator exact_integer() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        T value{};
+        const char* end = text.data() + text.size();
+        const auto [stop, error] = std::from_chars(text.data(), end, value);
+        if (text.empty() || error != std::errc() || stop != end) {
+          return "'" + text + "' is not an integer in [" + std::to_string(std::numeric_limits<T>::min()) + ", " +
+                 std::to_string(std::numeric_limits<T>::max()) + "]";
+        }
+        return "";
+      },
+      "INT");
+}
 
 // Registers TrainConfig fields as CLI options and remembers, per option, how to copy the field, so a
 // resumed run can take exactly the options given on its command line over the checkpoint's config.
@@ -25,6 +45,7 @@ class ConfigOptions {
       opt = app_->add_flag(flag, config_.*field, help);  // a switch: present means true
     } else {
       opt = app_->add_option(flag, config_.*field, help)->capture_default_str();
+      if constexpr (std::is_integral_v<T>) opt->check(exact_integer<T>());
     }
     copiers_.emplace_back(opt, [field](TrainConfig& dst, const TrainConfig& src) { dst.*field = src.*field; });
     return opt;

@@ -49,15 +49,8 @@ std::function<void()> GrokfastFilter::restore(const SafetensorsFile& file, const
     expect_tensor(file, "filter." + key, buffer.dtype(), buffer.shape());
     saved[key] = file.at("filter." + key);
   }
-  auto it = file.metadata.find("filter.steps");
-  TG_CHECK(it != file.metadata.end(), "checkpoint {}: metadata entry 'filter.steps' is missing", path);
-  std::int64_t steps = 0;
-  try {
-    steps = std::stoll(it->second);
-  } catch (const std::logic_error&) {
-    throw Error(fmt::format("checkpoint {}: metadata entry 'filter.steps' is not an integer", path));
-  }
-  TG_CHECK(steps >= 0, "checkpoint {}: metadata entry 'filter.steps' is negative ({})", path, steps);
+  (void)path;  // metadata_integer names the file itself
+  const std::int64_t steps = file.metadata_integer("filter.steps");
   return [this, saved, steps] { load_state(saved, steps); };
 }
 

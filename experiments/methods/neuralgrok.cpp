@@ -182,13 +182,8 @@ std::function<void()> NeuralGrok::restore(const SafetensorsFile& file, const std
   for (const auto& [key, buffer] : amp_optimizer_->state()) state[key] = tensor("amp_optimizer." + key, buffer);
   std::vector<Tensor> weights;
   for (std::size_t i = 0; i < amp_params_.size(); ++i) weights.push_back(tensor(amp_params_.name(i), amp_params_[i]));
-  std::int64_t amp_steps = 0, meta_steps = 0;
-  try {
-    amp_steps = std::stoll(meta("amp_optimizer.steps"));
-    meta_steps = std::stoll(meta("amp.meta_steps"));
-  } catch (const std::logic_error&) {
-    throw Error(fmt::format("checkpoint {}: an amplifier counter in the metadata is not an integer", path));
-  }
+  const std::int64_t amp_steps = file.metadata_integer("amp_optimizer.steps");
+  const std::int64_t meta_steps = file.metadata_integer("amp.meta_steps");
   return [this, state, weights, amp_steps, meta_steps] {
     amp_optimizer_->load_state(state, amp_steps);
     for (std::size_t i = 0; i < amp_params_.size(); ++i) {

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <array>
+#include <cmath>
 
 #include "engine/error.h"
 #include "engine/safetensors.h"
@@ -128,6 +129,16 @@ void load_run_checkpoint(const std::string& path, const RunState& run) {
   same("seed", saved.seed, config.seed);
   same("optimizer", metadata_at(file, path, "optimizer"), std::string(run.optimizer.name()));
   same("batch_size", saved.batch_size, config.batch_size);
+  // The architecture: heads and the block variant change the computation without changing any shape.
+  same("model", saved.model, config.model);
+  same("layers", saved.layers, config.layers);
+  same("width", saved.width, config.width);
+  same("heads", saved.heads, config.heads);
+  same("block", saved.block, config.block);
+  same("embed_dim", saved.embed_dim, config.embed_dim);
+  same("fnn_bias", saved.fnn_bias, config.fnn_bias);
+  same("embedding_rank", saved.embedding_rank, config.embedding_rank);
+  same("dtype", saved.dtype, config.dtype);
   same("loss", saved.loss, config.loss);
   same("method", saved.method, config.method);
 
@@ -144,20 +155,19 @@ void load_run_checkpoint(const std::string& path, const RunState& run) {
   BatchSampler::State s;
   s.rng = tensor_to_words(file.at("sampler.rng"));
   for (std::int32_t v : order_tensor.to_vector<std::int32_t>()) s.order.push_back(v);
-  std::int64_t optimizer_steps = 0;
-  try {
-    s.cursor = std::stoll(metadata_at(file, path, "sampler.cursor"));
-    s.epoch = std::stoll(metadata_at(file, path, "sampler.epoch"));
-    optimizer_steps = std::stoll(metadata_at(file, path, "optimizer.steps"));
-  } catch (const std::logic_error&) {
-    throw Error(fmt::format("checkpoint {}: a sampler or optimizer counter in the metadata is not an integer", path));
-  }
+  s.cursor = file.metadata_integer("sampler.cursor");
+  s.epoch = file.metadata_integer("sampler.epoch");
+  const std::int64_t optimizer_steps = file.metadata_integer("optimizer.steps");
   RunProgress progress;
   try {
     progress = progress_from_json(parse_json_metadata(file, path, "progress"));
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("checkpoint {}: metadata entry 'progress' is incomplete ({})", path, e.what()));
   }
+  // A step count below zero would run warm-up backwards (negative learning rates).
+  TG_CHECK(progress.step >= 0 && std::isfinite(progress.wall_seconds) && progress.wall_seconds >= 0,
+           "checkpoint {}: progress has a negative step ({}) or wall time ({})", path, progress.step,
+           progress.wall_seconds);
   std::vector<std::function<void()>> method_loads;
   for (const auto& method : run.methods) method_loads.push_back(method->restore(file, path));
 

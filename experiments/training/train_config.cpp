@@ -1,5 +1,8 @@
 #include "experiments/training/train_config.h"
 
+#include <limits>
+#include <type_traits>
+
 #include <fmt/format.h>
 
 #include "engine/error.h"
@@ -21,6 +24,17 @@ TransformerConfig TrainConfig::model_config(std::int64_t vocab, std::int64_t seq
 }
 
 void TrainConfig::validate() const {
+  // Sizes are bounded where a larger value could only overflow an allocation or an index, not run.
+  TG_CHECK(modulus == 0 || (modulus >= 2 && modulus <= 4096), "--modulus must be 0 (the task's default) or in "
+           "[2, 4096], got {}", modulus);
+  TG_CHECK(layers >= 1 && layers <= 1024, "--layers must lie in [1, 1024], got {}", layers);
+  TG_CHECK(width >= 1 && width <= 65536, "--width must lie in [1, 65536], got {}", width);
+  TG_CHECK(heads >= 1 && heads <= width, "--heads must lie in [1, width {}], got {}", width, heads);
+  TG_CHECK(embed_dim <= 65536 && embedding_rank <= 65536, "--embed-dim and --embedding-rank must be at most 65536");
+  TG_CHECK(batch_size <= (std::int64_t{1} << 24), "--batch-size must be at most 2^24, got {}", batch_size);
+  TG_CHECK(train_fraction > 0 && train_fraction < 1, "--train-fraction must lie in (0, 1), got {}", train_fraction);
+  TG_CHECK(outer_fraction >= 0 && outer_fraction < train_fraction,
+           "--outer-fraction must lie in [0, train fraction {}), got {}", train_fraction, outer_fraction);
   TG_CHECK(optimizer == "adam" || optimizer == "adamw" || optimizer == "sgd",
            "--optimizer '{}': expected adam, adamw or sgd", optimizer);
   TG_CHECK(lr > 0, "--lr must be positive, got {}", lr);
@@ -71,6 +85,32 @@ nlohmann::json to_json(const TrainConfig& c) {
   return j;
 }
 
+namespace {
+
+// A setting from JSON, only when the JSON value has the setting's kind and fits it exactly (nlohmann's
+// own conversions would truncate 1.5 to 1 and wrap -1 into an unsigned seed).
+template <class T>
+void read_setting(const std::string& key, const nlohmann::json& value, T& out) {
+  bool fits = false;
+  if constexpr (std::is_same_v<T, bool>) {
+    fits = value.is_boolean();
+  } else if constexpr (std::is_integral_v<T>) {
+    if (value.is_number_unsigned()) {
+      fits = value.get<std::uint64_t>() <= static_cast<std::uint64_t>(std::numeric_limits<T>::max());
+    } else if (value.is_number_integer()) {
+      fits = std::is_signed_v<T> && value.get<std::int64_t>() >= std::numeric_limits<T>::min();
+    }
+  } else if constexpr (std::is_floating_point_v<T>) {
+    fits = value.is_number();
+  } else {
+    fits = value.is_string();
+  }
+  TG_CHECK(fits, "run config: setting '{}' = {} is not a value it can take", key, value.dump());
+  value.get_to(out);
+}
+
+}  // namespace
+
 TrainConfig train_config_from_json(const nlohmann::json& j) {
   TG_CHECK(j.is_object(), "run config: expected a JSON object");
   TrainConfig c;
@@ -79,7 +119,7 @@ TrainConfig train_config_from_json(const nlohmann::json& j) {
     try {
 #define X(field)                                  \
   if (key == #field) {                            \
-    value.get_to(c.field);                        \
+    read_setting(key, value, c.field);            \
     known = true;                                 \
   }
       TG_CONFIG_FIELDS(X)
