@@ -14,6 +14,7 @@
 
 #include <fmt/format.h>
 
+#include "engine/atomic_file.h"
 #include "engine/error.h"
 #include "engine/safetensors_format.h"
 
@@ -21,72 +22,6 @@ namespace tg {
 namespace {
 
 std::string errno_text(int err) { return std::system_category().message(err); }
-
-// A temp file that is removed unless commit() renamed it into place.
-class TempFile {
- public:
-  explicit TempFile(std::string path) : path_(std::move(path)) {}
-  TempFile(const TempFile&) = delete;
-  TempFile& operator=(const TempFile&) = delete;
-  ~TempFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (created_ && !committed_) ::unlink(path_.c_str());
-  }
-
-  const std::string& path() const { return path_; }
-  int fd() const { return fd_; }
-
-  // Returns errno on failure, 0 on success.
-  int create() {
-    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd_ < 0) return errno;
-    created_ = true;
-    return 0;
-  }
-  int close() {
-    const int fd = fd_;
-    fd_ = -1;
-    return ::close(fd) == 0 ? 0 : errno;
-  }
-  void committed() { committed_ = true; }
-
- private:
-  std::string path_;
-  int fd_ = -1;
-  bool created_ = false;
-  bool committed_ = false;
-};
-
-// Returns errno on failure, 0 on success.
-int write_all(int fd, const void* data, std::size_t n) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
-    if (w == 0) return EIO;
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return 0;
-}
-
-std::string directory_of(const std::string& path) {
-  const auto slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
-
-// Makes the rename durable. Best effort: the file is already in place when this runs.
-void fsync_directory(const std::string& path) {
-  const int fd = ::open(directory_of(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;
-  (void)::fsync(fd);
-  ::close(fd);
-}
 
 struct FileBytes {
   std::unique_ptr<std::uint8_t[]> data;
@@ -151,28 +86,17 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
     throw Error(fmt::format("save_safetensors: {}", e.what()));
   }
 
-  static std::atomic<unsigned> counter{0};
-  TempFile tmp(fmt::format("{}.tmp.{}.{}", path, static_cast<long>(::getpid()), counter++));
-  auto fail = [&](const char* what, int err) {
-    throw Error(fmt::format("save_safetensors: cannot write {}: {} temp file {} failed: {}", path, what, tmp.path(),
-                            errno_text(err)));
-  };
-  if (const int err = tmp.create()) fail("creating the", err);
-  if (const int err = write_all(tmp.fd(), header.data(), header.size())) fail("writing the", err);
-  for (std::size_t i = 0; i < host.size(); ++i) {
-    const std::size_t bytes = entries[i].end - entries[i].begin;
-    if (bytes == 0) continue;
-    if (const int err = write_all(tmp.fd(), host[i].raw_data(), bytes)) fail("writing the", err);
+  try {
+    AtomicFileWriter out(path);
+    out.write(header.data(), header.size());
+    for (std::size_t i = 0; i < host.size(); ++i) {
+      const std::size_t bytes = entries[i].end - entries[i].begin;
+      if (bytes > 0) out.write(host[i].raw_data(), bytes);
+    }
+    out.commit();
+  } catch (const Error& e) {
+    throw Error(fmt::format("save_safetensors: {}", e.what()));
   }
-  if (::fsync(tmp.fd()) != 0) fail("syncing the", errno);
-  if (const int err = tmp.close()) fail("closing the", err);
-  if (::rename(tmp.path().c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    throw Error(fmt::format("save_safetensors: cannot write {}: renaming the temp file {} over it failed: {}", path,
-                            tmp.path(), errno_text(err)));
-  }
-  tmp.committed();
-  fsync_directory(path);
 }
 
 SafetensorsFile load_safetensors(const std::string& path) {

@@ -3,12 +3,20 @@
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "engine/safetensors.h"
+#include "experiments/training/run_directory.h"
 #include "run_support.h"
 
 using namespace tgtest;
@@ -32,7 +40,7 @@ void write_text(const std::string& path, const std::string& text) { std::ofstrea
 
 }  // namespace
 
-TEST_CASE("--config reads its TOML file; flags win; unknown keys, bad values and missing files are errors",
+TEST_CASE("train --config reads its TOML file; flags win; unknown keys, bad values and missing files are errors",
           "[reliability][cli]") {
   const std::string dir = fresh_temp_dir("config_file");
   const std::string toml = dir + "/settings.toml";
@@ -119,4 +127,156 @@ TEST_CASE("resuming with another architecture (heads, block) is refused by name"
   const CliResult block = run_tapegrok({"train", "--resume", checkpoint, "--block", "prenorm", "--no-progress"});
   CHECK(block.code != 0);
   CHECK_THAT(block.output, ContainsSubstring("written with block = reference"));
+}
+
+namespace {
+
+// metrics.jsonl without the wall time, one record per line.
+std::vector<std::string> records_without_time(const std::string& run_dir) {
+  std::vector<std::string> out;
+  std::istringstream lines(read_file(run_dir + "/metrics.jsonl"));
+  for (std::string line; std::getline(lines, line);) {
+    auto j = nlohmann::json::parse(line);
+    j.erase("wall_time");
+    out.push_back(j.dump());
+  }
+  return out;
+}
+
+std::int64_t last_logged_step(const std::string& run_dir) {
+  std::istringstream lines(read_file(run_dir + "/metrics.jsonl"));
+  std::int64_t step = 0;
+  for (std::string line; std::getline(lines, line);) {
+    try {
+      step = nlohmann::json::parse(line).at("step").get<std::int64_t>();
+    } catch (const nlohmann::json::exception&) {
+      break;  // a line being written
+    }
+  }
+  return step;
+}
+
+// Starts the CLI binary and kill -9s it once its log has passed step `after`. False if it ended first.
+bool run_and_kill(std::vector<std::string> args, std::int64_t after, const std::string& run_dir) {
+  args.insert(args.begin(), TAPEGROK_BINARY);
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  posix_spawn_file_actions_t quiet;
+  posix_spawn_file_actions_init(&quiet);
+  posix_spawn_file_actions_addopen(&quiet, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+  REQUIRE(posix_spawn(&pid, argv[0], &quiet, nullptr, argv.data(), environ) == 0);
+  posix_spawn_file_actions_destroy(&quiet);
+  int status = 0;
+  while (::waitpid(pid, &status, WNOHANG) == 0) {
+    if (last_logged_step(run_dir) > after) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      return true;
+    }
+    ::usleep(200);
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("a run killed after a checkpoint resumes to exactly the uninterrupted run's metrics", "[reliability][resume]") {
+  const std::string dir = fresh_temp_dir("kill_resume");
+  // Checkpoints every 10 steps, evaluations every 4: a checkpoint falls between two evaluations, and
+  // the killed process has logged records after its last checkpoint. The unrolled NeuralGrok run
+  // (windows of 3 steps) checkpoints only when a window closes.
+  const std::vector<std::pair<std::string, std::vector<std::string>>> runs = {
+      {"standard", {"--steps", "120", "--eval-every", "4", "--checkpoint-every", "10"}},
+      {"unrolled", {"--steps", "45", "--eval-every", "4", "--checkpoint-every", "10", "--method", "neuralgrok",
+                    "--outer-fraction", "0.05", "--amp-hidden", "4,4", "--meta-grad", "unrolled", "--meta-every",
+                    "3"}},
+  };
+  for (const auto& [name, flags] : runs) {
+    CAPTURE(name);
+    std::vector<std::string> base = {"--task", "a+b", "--modulus", "11", "--width", "16", "--heads", "2",
+                                     "--layers", "1", "--batch-size", "16", "--lr", "3e-3", "--device", "cpu",
+                                     "--no-progress"};
+    base.insert(base.end(), flags.begin(), flags.end());
+    std::vector<std::string> whole = {"train", "--run-dir", dir + "/" + name + "_whole"};
+    whole.insert(whole.end(), base.begin(), base.end());
+    REQUIRE(run_tapegrok(whole).code == 0);
+
+    const std::string killed = dir + "/" + name + "_killed";
+    std::vector<std::string> first = {"train", "--run-dir", killed};
+    first.insert(first.end(), base.begin(), base.end());
+    REQUIRE(run_and_kill(first, 13, killed));
+    UNSCOPED_INFO("killed after step " << last_logged_step(killed));
+    REQUIRE(fs::exists(killed + "/checkpoint.safetensors"));
+    const CliResult resumed = run_tapegrok({"train", "--resume", killed + "/checkpoint.safetensors", "--no-progress"});
+    REQUIRE(resumed.code == 0);
+    CHECK(records_without_time(killed) == records_without_time(dir + "/" + name + "_whole"));
+  }
+}
+
+TEST_CASE("train --resume writes into the checkpoint's folder or --run-dir, never the folder stored in the file",
+          "[reliability][resume]") {
+  const std::string dir = fresh_temp_dir("resume_dir");
+  REQUIRE(run_tapegrok(train_args(dir + "/original", {"--steps", "8"})).code == 0);
+  const std::string original_metrics = read_file(dir + "/original/metrics.jsonl");
+  fs::create_directories(dir + "/copy");
+  fs::copy_file(dir + "/original/checkpoint.safetensors", dir + "/copy/checkpoint.safetensors");
+  REQUIRE(run_tapegrok({"train", "--resume", dir + "/copy/checkpoint.safetensors", "--steps", "16",
+                        "--no-progress"}).code == 0);
+  CHECK(read_file(dir + "/original/metrics.jsonl") == original_metrics);  // untouched
+  CHECK(fs::exists(dir + "/copy/metrics.jsonl"));
+  CHECK(fs::exists(dir + "/copy/summary.json"));
+
+  // A crafted config naming another directory changes nothing there.
+  tg::SafetensorsFile file = tg::load_safetensors(dir + "/original/checkpoint.safetensors");
+  std::vector<std::pair<std::string, tg::Tensor>> tensors;
+  for (const std::string& n : file.names) tensors.emplace_back(n, file.at(n));
+  auto config = nlohmann::json::parse(file.metadata.at("config"));
+  config["run_dir"] = dir + "/elsewhere";
+  file.metadata["config"] = config.dump();
+  fs::create_directories(dir + "/crafted");
+  tg::save_safetensors(dir + "/crafted/checkpoint.safetensors", tensors, file.metadata);
+  REQUIRE(run_tapegrok({"train", "--resume", dir + "/crafted/checkpoint.safetensors", "--steps", "16",
+                        "--no-progress"}).code == 0);
+  CHECK_FALSE(fs::exists(dir + "/elsewhere"));
+  CHECK(fs::exists(dir + "/crafted/summary.json"));
+}
+
+TEST_CASE("run directories: no second run, no run at once, no links followed, no stale temp files",
+          "[reliability][run-dir]") {
+  const std::string dir = fresh_temp_dir("run_dir");
+  const std::string run = dir + "/run";
+  REQUIRE(run_tapegrok(train_args(run, {"--steps", "8"})).code == 0);
+  const std::string metrics = read_file(run + "/metrics.jsonl");
+
+  // A fresh run into it is refused, and the old run's files stay as they were.
+  const CliResult again = run_tapegrok(train_args(run, {"--steps", "8"}));
+  CHECK(again.code != 0);
+  CHECK_THAT(again.output, ContainsSubstring("run directory " + run + " already holds a run"));
+  CHECK(read_file(run + "/metrics.jsonl") == metrics);
+
+  // A run while another process holds the directory is refused.
+  {
+    const tg::RunDirectory held(run, /*resuming=*/true);
+    const CliResult concurrent = run_tapegrok({"train", "--resume", run + "/checkpoint.safetensors", "--steps",
+                                               "16", "--no-progress"});
+    CHECK(concurrent.code != 0);
+    CHECK_THAT(concurrent.output, ContainsSubstring("is in use by another tapegrok process"));
+  }
+
+  // Links planted in the directory are replaced, their targets untouched; a temp file of a killed
+  // writer (a pid no process can have) is removed.
+  write_text(dir + "/target.txt", "precious");
+  fs::remove(run + "/summary.json");
+  fs::create_symlink(dir + "/target.txt", run + "/summary.json");
+  fs::remove(run + "/config.json");
+  fs::create_symlink(dir + "/target.txt", run + "/config.json");
+  write_text(run + "/checkpoint.safetensors.tmp.4194305.0", "half a checkpoint");
+  REQUIRE(run_tapegrok({"train", "--resume", run + "/checkpoint.safetensors", "--steps", "16", "--no-progress"})
+              .code == 0);
+  CHECK(read_file(dir + "/target.txt") == "precious");
+  CHECK(fs::is_regular_file(fs::symlink_status(run + "/summary.json")));
+  CHECK(fs::is_regular_file(fs::symlink_status(run + "/config.json")));
+  CHECK_FALSE(fs::exists(run + "/checkpoint.safetensors.tmp.4194305.0"));
 }

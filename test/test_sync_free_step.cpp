@@ -359,7 +359,7 @@ TEST_CASE("sync-free runs resume from checkpoints bit for bit, also across modes
     for (bool first_sync_free : {true, false}) {
       const std::string variant = v.name + (first_sync_free ? " sync-free then sync-free" : " normal then sync-free");
       CAPTURE(variant);
-      TrainConfig full = configure(dir + "/full_" + v.name, v);
+      TrainConfig full = configure(dir + "/full_" + v.name + (first_sync_free ? "_sf" : "_normal"), v);
       full.max_steps = 21;  // not a multiple of the epoch: the resume point is mid-epoch
       full.cuda_graph = true;
       Trainer uninterrupted(full);

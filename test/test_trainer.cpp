@@ -204,7 +204,7 @@ TEST_CASE("bad settings are rejected with the setting's name", "[trainer][errors
   rejects([](TrainConfig& c) { c.batch_size = 0; }, "--batch-size");
   rejects([](TrainConfig& c) { c.device = "tpu"; }, "device 'tpu'");
   rejects([](TrainConfig& c) { c.task = "a^b"; }, "task 'a^b'");
-  rejects([](TrainConfig& c) { c.train_fraction = 0; }, "train fraction 0");
+  rejects([](TrainConfig& c) { c.train_fraction = 0; }, "--train-fraction must lie in (0, 1), got 0");
   rejects([](TrainConfig& c) { c.heads = 3; }, "width 16 must be a positive multiple of heads 3");
   rejects([](TrainConfig& c) { c.block = "postnorm"; }, "block variant 'postnorm'");
 }
@@ -236,12 +236,22 @@ TEST_CASE("damaged or mismatched checkpoints give clear errors and change nothin
   write_file(dir + "/corrupt.safetensors", corrupt);
   rejects(dir + "/corrupt.safetensors", "corrupt.safetensors");
 
-  // A well-formed file from a different model: the error names the tensor and both shapes.
+  // A well-formed file from a different model: the setting that differs is named.
   TrainConfig wider = c;
   wider.width = 32;
   wider.run_dir = dir + "/wider";
   Trainer(wider).save_checkpoint(dir + "/wider.safetensors");
-  rejects(dir + "/wider.safetensors", "token_embeddings.weight");
+  rejects(dir + "/wider.safetensors", "written with width = 32 but this run has 16");
+  // The same settings with one tensor of another shape: the error names the tensor.
+  {
+    const SafetensorsFile file = load_safetensors(good);
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    for (const std::string& name : file.names) {
+      tensors.emplace_back(name, name == "token_embeddings.weight" ? Tensor::zeros({3, 4}, DType::f32, Device::cpu()) : file.at(name));
+    }
+    save_safetensors(dir + "/reshaped.safetensors", tensors, file.metadata);
+    rejects(dir + "/reshaped.safetensors", "token_embeddings.weight");
+  }
   // Another task or seed: the run's settings disagree.
   TrainConfig seeded = c;
   seeded.seed = 5;

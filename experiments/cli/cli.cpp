@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <filesystem>
 #include <functional>
 #include <iostream>
 
@@ -102,7 +103,15 @@ int run_cli(int argc, char** argv) {
       if (!config_file.empty()) apply_config_file(train, config_file);
       TrainConfig config = train_config;
       if (!preset.empty()) config = train_options.given_over(preset_config(preset));
-      if (!resume.empty()) config = train_options.given_over(config_from_checkpoint(resume));
+      if (!resume.empty()) {
+        config = train_options.given_over(config_from_checkpoint(resume));
+        // Where the resumed run writes: --run-dir, or the checkpoint's own directory. Never the
+        // directory stored in the file: a copied (or crafted) checkpoint must not write elsewhere.
+        if (train->get_option("--run-dir")->count() == 0) {
+          const std::filesystem::path folder = std::filesystem::path(resume).parent_path();
+          config.run_dir = folder.empty() ? "." : folder.string();
+        }
+      }
       Trainer trainer(config, /*restoring=*/!resume.empty());
       if (!resume.empty()) {
         trainer.load_checkpoint(resume);

@@ -25,6 +25,12 @@ RunProgress progress_from_json(const nlohmann::json& j) {
   p.last_train_acc = j.at("last_train_acc").get<double>();
   p.last_test_loss = j.at("last_test_loss").get<double>();
   p.last_train_loss = j.at("last_train_loss").get<double>();
+  // Absent from checkpoints written before they were kept: the evaluation window restarts there.
+  p.train_loss_sum = j.value("train_loss_sum", 0.0);
+  p.train_acc_sum = j.value("train_acc_sum", 0.0);
+  p.steps_since_eval = j.value("steps_since_eval", std::int64_t{0});
+  p.last_grad_norm = j.value("last_grad_norm", 0.0);
+  p.last_lr = j.value("last_lr", 0.0);
   return p;
 }
 
@@ -73,7 +79,12 @@ nlohmann::json progress_to_json(const RunProgress& p) {
           {"last_test_acc", p.last_test_acc},
           {"last_train_acc", p.last_train_acc},
           {"last_test_loss", p.last_test_loss},
-          {"last_train_loss", p.last_train_loss}};
+          {"last_train_loss", p.last_train_loss},
+          {"train_loss_sum", p.train_loss_sum},
+          {"train_acc_sum", p.train_acc_sum},
+          {"steps_since_eval", p.steps_since_eval},
+          {"last_grad_norm", p.last_grad_norm},
+          {"last_lr", p.last_lr}};
 }
 
 void save_run_checkpoint(const std::string& path, const RunState& run) {
@@ -165,7 +176,8 @@ void load_run_checkpoint(const std::string& path, const RunState& run) {
     throw Error(fmt::format("checkpoint {}: metadata entry 'progress' is incomplete ({})", path, e.what()));
   }
   // A step count below zero would run warm-up backwards (negative learning rates).
-  TG_CHECK(progress.step >= 0 && std::isfinite(progress.wall_seconds) && progress.wall_seconds >= 0,
+  TG_CHECK(progress.step >= 0 && std::isfinite(progress.wall_seconds) && progress.wall_seconds >= 0 &&
+               progress.steps_since_eval >= 0 && progress.steps_since_eval <= progress.step,
            "checkpoint {}: progress has a negative step ({}) or wall time ({})", path, progress.step,
            progress.wall_seconds);
   std::vector<std::function<void()>> method_loads;

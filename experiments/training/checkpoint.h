@@ -29,6 +29,10 @@ struct RunProgress {
   std::int64_t first_train_95 = -1;      // first evaluated step with train accuracy >= 95% (-1: not yet)
   std::int64_t first_test_95 = -1, first_test_99 = -1;
   double last_test_acc = 0, last_train_acc = 0, last_test_loss = 0, last_train_loss = 0;
+  // The training statistics summed since the last evaluation (its record averages them).
+  double train_loss_sum = 0, train_acc_sum = 0;
+  std::int64_t steps_since_eval = 0;
+  double last_grad_norm = 0, last_lr = 0;
 };
 
 nlohmann::json progress_to_json(const RunProgress& p);

@@ -1,12 +1,16 @@
 #include "experiments/training/run_log.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 
+#include "engine/atomic_file.h"
 #include "engine/error.h"
 
 namespace tg {
@@ -16,8 +20,32 @@ double seconds_since_start() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-MetricsLog::MetricsLog(const std::string& path) : path_(path) {
-  file_ = std::fopen(path.c_str(), "a");
+MetricsLog::MetricsLog(const std::string& path, std::int64_t keep_through_step) : path_(path) {
+  if (keep_through_step >= 0 && std::filesystem::exists(path)) {
+    std::ifstream in(path);
+    std::string kept, line;
+    std::int64_t line_number = 0;
+    while (std::getline(in, line)) {
+      ++line_number;
+      if (line.empty()) continue;
+      nlohmann::json record;
+      try {
+        record = nlohmann::json::parse(line);
+      } catch (const nlohmann::json::exception&) {
+        // The interrupted process may have died mid-line; anything after it is after the checkpoint.
+        break;
+      }
+      TG_CHECK(record.is_object() && record.contains("step") && record["step"].is_number_integer(),
+               "metrics file {}: line {} has no integer 'step'", path, line_number);
+      if (record["step"].get<std::int64_t>() > keep_through_step) break;
+      kept += line + "\n";
+    }
+    write_file_atomically(path, kept);
+  }
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0666);
+  TG_CHECK(fd >= 0, "cannot open metrics file {}: {}", path, std::strerror(errno));
+  file_ = ::fdopen(fd, "a");
+  if (file_ == nullptr) ::close(fd);
   TG_CHECK(file_ != nullptr, "cannot open metrics file {}: {}", path, std::strerror(errno));
 }
 

@@ -10,8 +10,10 @@ namespace tg {
 
 class MetricsLog {
  public:
-  // Appends to `path` (a resumed run continues its file); throws naming the path if it can't be opened.
-  explicit MetricsLog(const std::string& path);
+  // Appends to `path`, never through a symlink; throws naming the path if it can't be opened. A resumed
+  // run passes its checkpoint's step: records after it (logged by the interrupted process after its
+  // last checkpoint, and about to be logged again) are dropped first, by an atomic rewrite.
+  explicit MetricsLog(const std::string& path, std::int64_t keep_through_step = -1);
   ~MetricsLog();
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;

@@ -15,6 +15,7 @@
 #include "experiments/methods/method_factory.h"
 #include "experiments/methods/neuralgrok.h"
 #include "experiments/training/model_factory.h"
+#include "experiments/training/run_directory.h"
 #include "experiments/training/run_log.h"
 #include "optim/gradient_transforms.h"
 
@@ -274,18 +275,11 @@ EvalStats Trainer::evaluate(const std::vector<std::int64_t>& examples) const {
 }
 
 RunProgress Trainer::run() {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  fs::create_directories(config_.run_dir, ec);
-  TG_CHECK(!ec, "cannot create run directory {}: {}", config_.run_dir, ec.message());
-  {
-    std::ofstream out(config_.run_dir + "/config.json");
-    TG_CHECK(out.good(), "cannot write {}/config.json", config_.run_dir);
-    out << to_json(config_).dump(2) << "\n";
-  }
-  MetricsLog metrics(config_.run_dir + "/metrics.jsonl");
+  const RunDirectory dir(config_.run_dir, resumed_);
+  dir.write_text("config.json", to_json(config_).dump(2) + "\n");
+  MetricsLog metrics(dir.file("metrics.jsonl"), resumed_ ? progress_.step : -1);
   ProgressDisplay display(config_.progress, config_.max_steps);
-  const std::string checkpoint_path = config_.run_dir + "/checkpoint.safetensors";
+  const std::string checkpoint_path = dir.file("checkpoint.safetensors");
   const std::int64_t every = eval_interval();
 
   const std::string notice = sync_free_notice();
@@ -294,9 +288,14 @@ RunProgress Trainer::run() {
   const double start = seconds_since_start();
   const double wall_before = progress_.wall_seconds;
   const std::int64_t step_before = progress_.step;
-  double loss_sum = 0, acc_sum = 0;
-  std::int64_t since_eval = 0;
-  double grad_norm = 0, lr = 0;
+  // The training statistics since the last evaluation live in progress_, so that a checkpoint between
+  // two evaluations resumes them and the next record is the one the uninterrupted run would write.
+  double& loss_sum = progress_.train_loss_sum;
+  double& acc_sum = progress_.train_acc_sum;
+  std::int64_t& since_eval = progress_.steps_since_eval;
+  double& grad_norm = progress_.last_grad_norm;
+  double& lr = progress_.last_lr;
+  bool checkpoint_due = false;
   // Sync-free mode: the steps' statistics reach the host here, summed in step order as the normal
   // mode sums them after each step (and checked for divergence).
   auto absorb_device_stats = [&] {
@@ -372,9 +371,13 @@ RunProgress Trainer::run() {
       display.on_eval(progress_.step, train_loss, train_acc, test.loss, test.accuracy, rate);
       stop = config_.stop_at_test_acc > 0 && test.accuracy >= config_.stop_at_test_acc;
     }
-    if (config_.checkpoint_every > 0 && progress_.step % config_.checkpoint_every == 0) {
+    // A recorded window (--meta-grad unrolled) cannot be stored mid-way (its tape is not saved): its
+    // checkpoint waits for the window's meta step, so that resuming continues exactly.
+    checkpoint_due |= config_.checkpoint_every > 0 && progress_.step % config_.checkpoint_every == 0;
+    if (checkpoint_due && !window_.open) {
       absorb_device_stats();  // a diverged run must stop before it overwrites its checkpoint
       save_checkpoint(checkpoint_path);
+      checkpoint_due = false;
     }
     if (stop) break;
   }
@@ -387,7 +390,7 @@ RunProgress Trainer::run() {
   summary["steps_per_second"] = trained > 0 ? static_cast<double>(progress_.step) / trained : 0.0;
   summary["device"] = device_.str();
   summary["task"] = config_.task;
-  std::ofstream(config_.run_dir + "/summary.json") << summary.dump(2) << "\n";
+  dir.write_text("summary.json", summary.dump(2) + "\n");
   return progress_;
 }
 
@@ -404,6 +407,7 @@ void Trainer::load_checkpoint(const std::string& path) {
   graphs_.clear();
   stats_.clear();
   window_ = RecordedWindow{};
+  resumed_ = true;
 }
 
 }  // namespace tg

@@ -103,6 +103,7 @@ class Trainer {
   StepMode mode_ = StepMode::eager;
   RecordedWindow window_;  // recorded mode: the open window
   RunProgress progress_;
+  bool resumed_ = false;   // load_checkpoint ran: run() continues the directory's run
 
   // ---- sync-free mode ----
   bool use_graphs_ = false;   // sync-free on a CUDA device: capture and replay
