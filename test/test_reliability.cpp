@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -279,4 +280,24 @@ TEST_CASE("run directories: no second run, no run at once, no links followed, no
   CHECK(fs::is_regular_file(fs::symlink_status(run + "/summary.json")));
   CHECK(fs::is_regular_file(fs::symlink_status(run + "/config.json")));
   CHECK_FALSE(fs::exists(run + "/checkpoint.safetensors.tmp.4194305.0"));
+}
+
+TEST_CASE("a full disk stops the run with the file's name instead of leaving empty files", "[reliability][run-dir]") {
+  const std::string dir = fresh_temp_dir("disk_full");
+  // RLIMIT_FSIZE makes write() fail with EFBIG past 512 bytes, as a full disk fails it with ENOSPC.
+  struct sigaction ignore {}, old_action {};
+  ignore.sa_handler = SIG_IGN;
+  REQUIRE(::sigaction(SIGXFSZ, &ignore, &old_action) == 0);
+  rlimit old_limit{};
+  REQUIRE(::getrlimit(RLIMIT_FSIZE, &old_limit) == 0);
+  rlimit small = old_limit;
+  small.rlim_cur = 512;
+  REQUIRE(::setrlimit(RLIMIT_FSIZE, &small) == 0);
+  const CliResult r = run_tapegrok(train_args(dir + "/run", {"--steps", "8"}));
+  ::setrlimit(RLIMIT_FSIZE, &old_limit);
+  ::sigaction(SIGXFSZ, &old_action, nullptr);
+  CHECK(r.code != 0);
+  CHECK_THAT(r.output, ContainsSubstring("cannot write " + dir + "/run/config.json") &&
+                           ContainsSubstring("File too large"));
+  CHECK_FALSE(fs::exists(dir + "/run/config.json"));
 }
