@@ -82,6 +82,16 @@ std::vector<OpCase> build() {
            [](const TensorList& x) { return softmax(x[0]); });
   add_case("cross_entropy", [](Rng& r) { return TensorList{random(r, {6, 5}, DType::f64, -2, 2), random_ids(r, {6}, 5)}; },
            [](const TensorList& x) { return cross_entropy(x[0], x[1]); });
+  // Logits on both sides of 0 (s's two pieces). Then wide logits, and the loss times a scalar input:
+  // the fused backward's dloss then depends on an input, so second order checks its d/ddloss too.
+  add_case(
+      "stablemax_cross_entropy",
+      [](Rng& r) { return TensorList{random(r, {7, 6}, DType::f64, -3, 3), random_ids(r, {7}, 6)}; },
+      [](const TensorList& x) { return stablemax_cross_entropy(x[0], x[1]); });
+  add_case(
+      "stablemax_cross_entropy scaled, wide logits",
+      [](Rng& r) { return TensorList{random(r, {3, 11}, DType::f64, -40, 40), random_ids(r, {3}, 11), random(r, {})}; },
+      [](const TensorList& x) { return mul(stablemax_cross_entropy(x[0], x[1]), x[2]); });
   add_case(
       "layernorm",
       [](Rng& r) { return TensorList{random(r, {2, 3, 6}, DType::f64, -2, 2), random(r, {6}), random(r, {6})}; },

@@ -629,6 +629,35 @@ class CudaBackend final : public Backend {
                  "cross_entropy_backward", args);
   }
 
+  void stablemax_cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& losses,
+                                       const Tensor& sums, const Tensor& mean) override {
+    const Args args = {{"logits", logits}, {"targets", targets, Want::i32}, {"losses", losses}, {"sums", sums},
+                       {"mean", mean}};
+    prepare("stablemax_cross_entropy_forward", args);
+    const std::size_t bytes = stablemax_cross_entropy_forward_workspace_bytes(logits.size(0));
+    Scratch scratch(allocator_, bytes, "stablemax_cross_entropy_forward");
+    check_kernel(launch_stablemax_cross_entropy_forward(ptr<const float>(logits), ptr<const std::int32_t>(targets),
+                                                        ptr<float>(losses), ptr<float>(sums), ptr<float>(mean),
+                                                        logits.size(0), logits.size(1), scratch.get(), bytes,
+                                                        stream_),
+                 "stablemax_cross_entropy_forward", args);
+  }
+
+  void stablemax_cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& sums,
+                                        const Tensor& dloss, double scale, const Tensor& dlogits) override {
+    const Args args = {{"logits", logits}, {"targets", targets, Want::i32}, {"sums", sums},
+                       {"dloss", dloss},   {"dlogits", dlogits}};
+    prepare("stablemax_cross_entropy_backward", args);
+    TG_CHECK(dloss.numel() == 1, "cuda kernel stablemax_cross_entropy_backward: dloss must have one element, got {}",
+             dloss.str());
+    // dloss stays on the device: the kernel reads it.
+    check_kernel(launch_stablemax_cross_entropy_backward(ptr<const float>(logits), ptr<const std::int32_t>(targets),
+                                                         ptr<const float>(sums), ptr<const float>(dloss), scale,
+                                                         ptr<float>(dlogits), logits.size(0), logits.size(1),
+                                                         stream_),
+                 "stablemax_cross_entropy_backward", args);
+  }
+
   // ---- NeuralGrok amplifier and Grokfast filters
 
   void neural_amplify_forward(const Tensor& g, const std::vector<Tensor>& weights,
