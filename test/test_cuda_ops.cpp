@@ -203,6 +203,27 @@ TEST_CASE("argmax and count_equal on the GPU match the CPU exactly", "[cuda][ops
   CHECK(count_equal(gpu_best, gpu_best).item() == static_cast<double>(rows));
 }
 
+// The ops without gradients (op_cases.h's forward_cases): float32 on the GPU against float32 on the
+// CPU, exactly (each output is exact or one correctly rounded operation on both).
+TEST_CASE("ops without gradients on the GPU match the CPU exactly", "[cuda][ops]") {
+  if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
+  PoisonGuard poison;
+  for (const ForwardCase& op : forward_cases()) {
+    DYNAMIC_SECTION(op.name) {
+      Rng rng(21);
+      const TensorList inputs = op.inputs(rng);
+      TensorList on_cpu, on_gpu;
+      for (const Tensor& t : inputs) {
+        on_cpu.push_back(is_floating(t.dtype()) ? t.to(DType::f32) : t);
+        on_gpu.push_back(on_cpu.back().to(Device::cuda(0)));
+      }
+      const Tensor gpu = op.fn(on_gpu);
+      CHECK(gpu.device() == Device::cuda(0));
+      CHECK(values(gpu) == values(op.fn(on_cpu)));
+    }
+  }
+}
+
 // The ops reach some reduction kinds only through one path (sum along a dimension, sum of squares
 // over everything ...), and the segmented scale only through training: every kind on every path, by
 // direct backend calls, against the CPU backend in float64 on the same float32-rounded inputs.
