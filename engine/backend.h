@@ -180,6 +180,17 @@ class Backend {
   virtual void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                                       const Tensor& dloss, double scale, const Tensor& dlogits) = 0;
 
+  // StableMax cross-entropy: softmax's exp replaced by s(x) = x + 1 (x >= 0), 1 / (1 - x) (x < 0).
+  // logits: [N, V]; targets: i32 [N]; losses, sums: [N]. sums[n] = sum_j s(logits[n, j]) (summed in
+  // double, then rounded); losses[n] = log sums[n] - log s(logits[n, targets[n]]); mean as in
+  // cross_entropy_forward.
+  virtual void stablemax_cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& losses,
+                                               const Tensor& sums, const Tensor& mean) = 0;
+  // dlogits[n, j] = (s'(x) / sums[n] - [j == targets[n]] / (1 + |x|)) * dloss * scale, x = logits[n, j],
+  // s'(x) = 1 (x >= 0), 1 / (1 - x)^2 (x < 0); dloss one element.
+  virtual void stablemax_cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& sums,
+                                                const Tensor& dloss, double scale, const Tensor& dlogits) = 0;
+
   // ---- NeuralGrok's gradient amplifier (engine/ops/neural_amplify.cpp) ----
   // How the MLP is evaluated is amplifier_mlp_path() (below); every path gives the same results to rounding.
   // g, out, scores: [N]; weights: the MLP [W0 [h1, 1], b0 [h1], W1 [h2, h1], b1 [h2], ..., Wk [1, hk],

@@ -69,12 +69,16 @@ Tensor argmax(const Tensor& x);                      // over the last dim -> i32
 // step's correct predictions, count_equal(argmax(logits), targets), without a trip to the host.
 Tensor count_equal(const Tensor& a, const Tensor& b, DType dtype = DType::f32);
 
-// ---- softmax and loss (engine/ops/softmax.cpp, engine/ops/cross_entropy.cpp) ----
+// ---- softmax and loss (engine/ops/softmax.cpp, cross_entropy.cpp, stablemax_cross_entropy.cpp) ----
 Tensor softmax(const Tensor& x);  // over the last dimension
 Tensor softmax_backward(const Tensor& y, const Tensor& dy);
 // logits: [N, V], targets: i32 [N] -> mean over n of -log softmax(logits[n])[targets[n]], shape [].
 // One fused log-softmax + cross-entropy kernel; values out of [0, V) are an error.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets);
+// The same loss with softmax's exp replaced by StableMax's s(x) = x + 1 (x >= 0), 1 / (1 - x) (x < 0):
+// mean over n of -log(s(logits[n, t]) / sum_j s(logits[n, j])), t = targets[n], shape []. One fused
+// kernel each way, checked like cross_entropy; differentiable to any order (s'' jumps at 0: x >= 0 counts).
+Tensor stablemax_cross_entropy(const Tensor& logits, const Tensor& targets);
 
 // ---- model layers (engine/ops/layernorm.cpp, attention.cpp, embedding.cpp) ----
 // x: [..., C], gamma, beta: [C] -> [..., C]
@@ -106,10 +110,11 @@ struct Segment {
 Tensor neural_amplify(const Tensor& g, const TensorList& weights, const std::vector<Segment>& segments, double c);
 
 // ---- ids checked on the host (engine/ops/ids_checked.cpp) ----
-// embedding and cross_entropy make sure every id / target is in range by copying them to the host: a
-// wait for the device, which a sync-free training step (and a CUDA graph capture) must not make. While
-// an IdsCheckedGuard is alive the caller vouches that it checked the values on the host before it
-// uploaded them, and those two ops skip their copy. Scoped like NoGradGuard (single-threaded engine).
+// embedding, cross_entropy and stablemax_cross_entropy make sure every id / target is in range by
+// copying them to the host: a wait for the device, which a sync-free training step (and a CUDA graph
+// capture) must not make. While an IdsCheckedGuard is alive the caller vouches that it checked the
+// values on the host before it uploaded them, and those ops skip their copy. Scoped like NoGradGuard
+// (single-threaded engine).
 class IdsCheckedGuard {
  public:
   IdsCheckedGuard();

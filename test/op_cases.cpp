@@ -1,5 +1,7 @@
 #include "op_cases.h"
 
+#include <cctype>
+
 namespace tgtest {
 
 using namespace tg;
@@ -9,10 +11,19 @@ namespace {
 // Positive inputs for log / sqrt / div denominators.
 Tensor positive(Rng& rng, const Shape& s) { return random(rng, s, DType::f64, 0.5, 2.0); }
 
+// The name's first word: the op a case checks unless it says otherwise.
+std::string first_word(const std::string& name) {
+  std::size_t end = 0;
+  while (end < name.size() && (std::isalnum(static_cast<unsigned char>(name[end])) || name[end] == '_')) ++end;
+  return name.substr(0, end);
+}
+
 std::vector<OpCase> build() {
   std::vector<OpCase> c;
-  auto add_case = [&](std::string name, std::function<TensorList(Rng&)> in, Function fn) {
-    c.push_back(OpCase{std::move(name), std::move(in), std::move(fn)});
+  auto add_case = [&](std::string name, std::function<TensorList(Rng&)> in, Function fn,
+                      std::vector<std::string> ops = {}, std::string no_second_order = {}) {
+    if (ops.empty()) ops.push_back(first_word(name));
+    c.push_back(OpCase{std::move(name), std::move(in), std::move(fn), std::move(ops), std::move(no_second_order)});
   };
 
   // ---- matrix products
@@ -59,9 +70,22 @@ std::vector<OpCase> build() {
            [](const TensorList& x) { return square(x[0]); });
   add_case("affine", [](Rng& r) { return TensorList{random(r, {3, 5})}; },
            [](const TensorList& x) { return affine(x[0], -1.7, 0.3); });
+  add_case("scale", [](Rng& r) { return TensorList{random(r, {3, 5})}; },
+           [](const TensorList& x) { return scale(x[0], 2.3); });
+  add_case("add_scalar", [](Rng& r) { return TensorList{random(r, {3, 5})}; },
+           [](const TensorList& x) { return add_scalar(x[0], -0.4); });
+  // Zero gradient (almost everywhere): the rule must give zeros, as finite differences away from 0 do.
+  add_case("sign", [](Rng& r) { return TensorList{random(r, {3, 5})}; }, [](const TensorList& x) { return sign(x[0]); });
   add_case("relu", [](Rng& r) { return TensorList{random(r, {4, 5})}; }, [](const TensorList& x) { return relu(x[0]); });
   add_case("gelu", [](Rng& r) { return TensorList{random(r, {4, 5}, DType::f64, -3, 3)}; },
            [](const TensorList& x) { return gelu(x[0]); });
+  // The fused derivative kernels as ops of their own: relu_backward's derivatives are 0 in x and
+  // [x > 0] in dy; gelu_backward's second derivative would be gelu's third, which is not provided.
+  add_case("relu_backward", [](Rng& r) { return TensorList{random(r, {4, 5}), random(r, {4, 5})}; },
+           [](const TensorList& x) { return relu_backward(x[0], x[1]); });
+  add_case(
+      "gelu_backward", [](Rng& r) { return TensorList{random(r, {4, 5}, DType::f64, -3, 3), random(r, {4, 5})}; },
+      [](const TensorList& x) { return gelu_backward(x[0], x[1]); }, {}, "gelu_grad2");
 
   // ---- reductions
   add_case("sum", [](Rng& r) { return TensorList{random(r, {3, 4, 5})}; }, [](const TensorList& x) { return sum(x[0]); });
@@ -80,8 +104,21 @@ std::vector<OpCase> build() {
   // ---- softmax, loss, model layers
   add_case("softmax", [](Rng& r) { return TensorList{random(r, {4, 7}, DType::f64, -2, 2)}; },
            [](const TensorList& x) { return softmax(x[0]); });
+  // y need not be a softmax output: the kernel and its rule hold for any y.
+  add_case("softmax_backward", [](Rng& r) { return TensorList{random(r, {3, 6}, DType::f64, 0.1, 1), random(r, {3, 6})}; },
+           [](const TensorList& x) { return softmax_backward(x[0], x[1]); });
   add_case("cross_entropy", [](Rng& r) { return TensorList{random(r, {6, 5}, DType::f64, -2, 2), random_ids(r, {6}, 5)}; },
            [](const TensorList& x) { return cross_entropy(x[0], x[1]); });
+  // Logits on both sides of 0 (s's two pieces). Then wide logits, and the loss times a scalar input:
+  // the fused backward's dloss then depends on an input, so second order checks its d/ddloss too.
+  add_case(
+      "stablemax_cross_entropy",
+      [](Rng& r) { return TensorList{random(r, {7, 6}, DType::f64, -3, 3), random_ids(r, {7}, 6)}; },
+      [](const TensorList& x) { return stablemax_cross_entropy(x[0], x[1]); });
+  add_case(
+      "stablemax_cross_entropy scaled, wide logits",
+      [](Rng& r) { return TensorList{random(r, {3, 11}, DType::f64, -40, 40), random_ids(r, {3}, 11), random(r, {})}; },
+      [](const TensorList& x) { return mul(stablemax_cross_entropy(x[0], x[1]), x[2]); });
   add_case(
       "layernorm",
       [](Rng& r) { return TensorList{random(r, {2, 3, 6}, DType::f64, -2, 2), random(r, {6}), random(r, {6})}; },
@@ -114,6 +151,21 @@ std::vector<OpCase> build() {
   add_case("embedding", [](Rng& r) { return TensorList{random_ids(r, {3, 4}, 6), random(r, {6, 5})}; },
            [](const TensorList& x) { return embedding(x[0], x[1]); });
 
+  // ---- NeuralGrok's fused amplifier: g [23] in three segments (a gap, a one-entry segment), an MLP
+  // 1 -> 4 -> 1. The last bias is a constant: softmax ignores a shift of every score, so its true
+  // gradient is 0, where a relative error against finite-difference noise means nothing.
+  add_case(
+      "neural_amplify",
+      [](Rng& r) {
+        return TensorList{random(r, {23}, DType::f64, -0.5, 0.5), random(r, {4, 1}, DType::f64, -1.5, 1.5),
+                          random(r, {4}, DType::f64, -1.5, 1.5), random(r, {1, 4}, DType::f64, -0.75, 0.75)};
+      },
+      [](const TensorList& x) {
+        const Tensor last_bias = Tensor::full({1}, 0.3, x[0].dtype(), x[0].device());
+        return neural_amplify(x[0], {x[1], x[2], x[3], last_bias}, {{0, 9}, {12, 1}, {14, 9}}, 0.7);
+      },
+      {}, "neural_amplify");
+
   // ---- views
   add_case("reshape", [](Rng& r) { return TensorList{random(r, {3, 4})}; },
            [](const TensorList& x) { return reshape(x[0], {2, -1, 3}); });
@@ -141,7 +193,67 @@ std::vector<OpCase> build() {
         Tensor m = gelu(linear(a, x[6], x[7]));                     // [3, 4, 16]
         Tensor last = reshape(slice(m, 1, 3, 1), {3, 16});           // the answer position
         return cross_entropy(linear(last, x[8]), x[9]);
-      });
+      },
+      {"embedding", "layernorm", "add", "causal_self_attention", "linear", "gelu", "slice", "reshape", "cross_entropy"});
+  return c;
+}
+
+std::vector<ForwardCase> build_forward() {
+  std::vector<ForwardCase> c;
+  // sign(0) = sign(-0) = 0.
+  c.push_back({"sign with zeros", {"sign"},
+               [](Rng& r) {
+                 Tensor x = random(r, {3, 5}, DType::f64, -2, 2);
+                 x.data<double>()[4] = 0.0;
+                 x.data<double>()[9] = -0.0;
+                 return TensorList{x};
+               },
+               [](const TensorList& x) { return sign(x[0]); },
+               [](const std::vector<std::vector<double>>& x) {
+                 std::vector<double> out;
+                 for (double v : x[0]) out.push_back(v > 0 ? 1.0 : v < 0 ? -1.0 : 0.0);
+                 return out;
+               }});
+  // argmax: the first maximum of each row; rows with ties, and rows longer than a warp.
+  c.push_back({"argmax with ties", {"argmax"},
+               [](Rng& r) {
+                 Tensor x = random(r, {5, 37}, DType::f64, -2, 2);
+                 double* d = x.data<double>();
+                 d[0 * 37 + 3] = d[0 * 37 + 20] = 5.0;
+                 d[2 * 37 + 36] = d[2 * 37 + 35] = 7.0;
+                 return TensorList{x};
+               },
+               [](const TensorList& x) { return argmax(x[0]); },
+               [](const std::vector<std::vector<double>>& x) {
+                 std::vector<double> out;
+                 for (std::size_t row = 0; row < 5; ++row) {
+                   std::size_t best = 0;
+                   for (std::size_t j = 1; j < 37; ++j) best = x[0][row * 37 + j] > x[0][row * 37 + best] ? j : best;
+                   out.push_back(static_cast<double>(best));
+                 }
+                 return out;
+               }});
+  c.push_back({"count_equal", {"count_equal"},
+               [](Rng& r) { return TensorList{random_ids(r, {41}, 3), random_ids(r, {41}, 3)}; },
+               [](const TensorList& x) { return count_equal(x[0], x[1]); },
+               [](const std::vector<std::vector<double>>& x) {
+                 double n = 0;
+                 for (std::size_t i = 0; i < x[0].size(); ++i) n += x[0][i] == x[1][i] ? 1 : 0;
+                 return std::vector<double>{n};
+               }});
+  // add_ writes into its first argument (a copy here, so the case can run twice).
+  c.push_back({"add_ in place", {"add_"},
+               [](Rng& r) { return TensorList{random(r, {4, 9}), random(r, {4, 9})}; },
+               [](const TensorList& x) {
+                 Tensor a = x[0].clone();
+                 add_(a, x[1]);
+                 return a;
+               },
+               [](const std::vector<std::vector<double>>& x) {
+                 std::vector<double> out;
+                 for (std::size_t i = 0; i < x[0].size(); ++i) out.push_back(x[0][i] + x[1][i]);
+                 return out;
+               }});
   return c;
 }
 
@@ -149,6 +261,11 @@ std::vector<OpCase> build() {
 
 const std::vector<OpCase>& op_cases() {
   static const std::vector<OpCase> cases = build();
+  return cases;
+}
+
+const std::vector<ForwardCase>& forward_cases() {
+  static const std::vector<ForwardCase> cases = build_forward();
   return cases;
 }
 

@@ -105,6 +105,9 @@ TEST_CASE("GPU kernels at model sizes match the CPU", "[cuda][ops]") {
        [](const TensorList& x) { return causal_self_attention(x[0], 2); }},
       {"cross_entropy [512,99]", [](Rng& r) { return TensorList{random(r, {512, 99}, DType::f64, -3, 3), random_ids(r, {512}, 99)}; },
        [](const TensorList& x) { return cross_entropy(x[0], x[1]); }},
+      {"stablemax_cross_entropy [512,99]",
+       [](Rng& r) { return TensorList{random(r, {512, 99}, DType::f64, -3, 3), random_ids(r, {512}, 99)}; },
+       [](const TensorList& x) { return stablemax_cross_entropy(x[0], x[1]); }},
       {"embedding [512,5] into [99,128]", [](Rng& r) { return TensorList{random_ids(r, {512, 5}, 99), random(r, {99, 128})}; },
        [](const TensorList& x) { return embedding(x[0], x[1]); }},
       {"linear [2560,128] -> 512 + gelu", [](Rng& r) { return TensorList{random(r, {512, 5, 128}), random(r, {512, 128}), random(r, {512})}; },
@@ -152,8 +155,8 @@ TEST_CASE("GPU kernels at model sizes match the CPU", "[cuda][ops]") {
 }
 
 // Shapes past the launchers' grid caps, where kernels loop over what one grid does not cover: the
-// embedding backward's vocabulary rows beyond 65535 blocks, and cross-entropy's rows beyond 65536
-// blocks of 8 (the mean is then still one ticket-ordered sum over the blocks).
+// embedding backward's vocabulary rows beyond 65535 blocks, and both cross-entropies' rows beyond
+// 65536 blocks of 8 (the mean is then still one ticket-ordered sum over the blocks).
 TEST_CASE("GPU kernels past their grid caps match the CPU", "[cuda][ops][long]") {
   if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
   PoisonGuard poison;
@@ -164,6 +167,9 @@ TEST_CASE("GPU kernels past their grid caps match the CPU", "[cuda][ops][long]")
       {"cross_entropy [524300,2]",
        [](Rng& r) { return TensorList{random(r, {524300, 2}, DType::f64, -3, 3), random_ids(r, {524300}, 2)}; },
        [](const TensorList& x) { return cross_entropy(x[0], x[1]); }},
+      {"stablemax_cross_entropy [524300,2]",
+       [](Rng& r) { return TensorList{random(r, {524300, 2}, DType::f64, -3, 3), random_ids(r, {524300}, 2)}; },
+       [](const TensorList& x) { return stablemax_cross_entropy(x[0], x[1]); }},
   };
   for (const OpCase& op : cases) {
     DYNAMIC_SECTION(op.name) {
@@ -195,6 +201,27 @@ TEST_CASE("argmax and count_equal on the GPU match the CPU exactly", "[cuda][ops
   const double gpu_count = count_equal(gpu_best, targets.to(Device::cuda(0))).item();
   CHECK(gpu_count == cpu_count);
   CHECK(count_equal(gpu_best, gpu_best).item() == static_cast<double>(rows));
+}
+
+// The ops without gradients (op_cases.h's forward_cases): float32 on the GPU against float32 on the
+// CPU, exactly (each output is exact or one correctly rounded operation on both).
+TEST_CASE("ops without gradients on the GPU match the CPU exactly", "[cuda][ops]") {
+  if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
+  PoisonGuard poison;
+  for (const ForwardCase& op : forward_cases()) {
+    DYNAMIC_SECTION(op.name) {
+      Rng rng(21);
+      const TensorList inputs = op.inputs(rng);
+      TensorList on_cpu, on_gpu;
+      for (const Tensor& t : inputs) {
+        on_cpu.push_back(is_floating(t.dtype()) ? t.to(DType::f32) : t);
+        on_gpu.push_back(on_cpu.back().to(Device::cuda(0)));
+      }
+      const Tensor gpu = op.fn(on_gpu);
+      CHECK(gpu.device() == Device::cuda(0));
+      CHECK(values(gpu) == values(op.fn(on_cpu)));
+    }
+  }
 }
 
 // The ops reach some reduction kinds only through one path (sum along a dimension, sum of squares

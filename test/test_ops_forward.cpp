@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "op_cases.h"
 #include "support.h"
 
 using namespace tgtest;
@@ -394,4 +395,19 @@ TEST_CASE("views: reshape, transpose, slice, concat", "[ops][forward]") {
       for (int k = 0; k < 4; ++k) CHECK(Cv[(i * 4 + j) * 4 + k] == (j < 3 ? X[(i * 3 + j) * 4 + k] : Y[i * 4 + k]));
   CHECK(vals(contiguous(t)) == Tv);
   CHECK(contiguous(t).is_contiguous());
+}
+
+// The ops without a gradient to check (op_cases.h's forward_cases) against their plain loops, exactly.
+TEST_CASE("ops without gradients match plain loops exactly", "[ops][forward]") {
+  for (const ForwardCase& op : forward_cases()) {
+    DYNAMIC_SECTION(op.name) {
+      Rng rng(8);
+      const TensorList inputs = op.inputs(rng);
+      std::vector<std::vector<double>> x;
+      for (const Tensor& t : inputs) x.push_back(values(t));
+      const Tensor out = op.fn(inputs);
+      CHECK(values(out) == op.reference(x));
+      for (std::size_t k = 0; k < inputs.size(); ++k) CHECK(values(inputs[k]) == x[k]);  // inputs untouched
+    }
+  }
 }

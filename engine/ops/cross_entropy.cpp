@@ -9,14 +9,6 @@ using namespace detail;
 
 namespace {
 
-void check_targets_in_range(const Tensor& targets, std::int64_t classes) {
-  // Out-of-range targets would read outside the logits row: check on the host (the ids are small).
-  const std::vector<std::int32_t> t = targets.to_vector<std::int32_t>();
-  for (std::size_t i = 0; i < t.size(); ++i) {
-    TG_CHECK(t[i] >= 0 && t[i] < classes, "cross_entropy: target {} at row {} is outside [0, {})", t[i], i, classes);
-  }
-}
-
 // dlogits = (softmax(logits) - onehot(targets)) * dloss / N. An op of its own so second order can pass.
 Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, const Tensor& dloss) {
   const double inv_n = 1.0 / static_cast<double>(logits.size(0));
@@ -46,14 +38,7 @@ Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, const
 }  // namespace
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets) {
-  check_floating("cross_entropy", logits, "logits");
-  check_ids("cross_entropy", targets, "targets");
-  check_same("cross_entropy", {{&logits, "logits"}, {&targets, "targets"}});
-  TG_CHECK(logits.dim() == 2, "cross_entropy: logits must be [N, V], got {}", logits.str());
-  TG_CHECK(targets.dim() == 1 && targets.size(0) == logits.size(0),
-           "cross_entropy: targets {} do not match logits {} (need [N])", targets.str(), logits.str());
-  TG_CHECK(logits.size(0) > 0 && logits.size(1) > 0, "cross_entropy: logits {} are empty", logits.str());
-  if (!ids_checked_on_host()) check_targets_in_range(targets, logits.size(1));
+  check_logits_and_targets("cross_entropy", logits, targets);
 
   const std::int64_t n = logits.size(0);
   Tensor losses = Tensor::empty({n}, logits.dtype(), logits.device());

@@ -1,4 +1,4 @@
-// IdsCheckedGuard (engine/ops.h): lets embedding and cross_entropy skip their host-side range check
+// IdsCheckedGuard (engine/ops.h): lets embedding and the cross-entropy ops skip their host-side range check
 // inside a sync-free training step, whose ids the trainer checked on the host before uploading them.
 #include "engine/ops.h"
 

@@ -4,10 +4,13 @@
 
 #include <fmt/format.h>
 
+#include <cstdint>
 #include <initializer_list>
+#include <vector>
 
 #include "engine/backend.h"
 #include "engine/error.h"
+#include "engine/ops.h"
 #include "engine/tensor.h"
 
 namespace tg::detail {
@@ -43,6 +46,26 @@ inline void check_same(const char* op, std::initializer_list<std::pair<const Ten
       TG_CHECK(x->dtype() == first->dtype(), "{}: {} is {} but {} is {} ({} vs {})", op, name,
                dtype_name(x->dtype()), first_name, dtype_name(first->dtype()), x->str(), first->str());
     }
+  }
+}
+
+// The arguments of a loss over classes (cross_entropy, stablemax_cross_entropy): logits [N, V] floating,
+// targets i32 [N] on the same device, neither empty, every target in [0, V). The range check copies the
+// targets to the host (they are small), unless an IdsCheckedGuard vouches for them: a target out of range
+// would make the kernels read outside the logits row.
+inline void check_logits_and_targets(const char* op, const Tensor& logits, const Tensor& targets) {
+  check_floating(op, logits, "logits");
+  check_ids(op, targets, "targets");
+  check_same(op, {{&logits, "logits"}, {&targets, "targets"}});
+  TG_CHECK(logits.dim() == 2, "{}: logits must be [N, V], got {}", op, logits.str());
+  TG_CHECK(targets.dim() == 1 && targets.size(0) == logits.size(0), "{}: targets {} do not match logits {} (need [N])",
+           op, targets.str(), logits.str());
+  TG_CHECK(logits.size(0) > 0 && logits.size(1) > 0, "{}: logits {} are empty", op, logits.str());
+  if (ids_checked_on_host()) return;
+  const std::int64_t classes = logits.size(1);
+  const std::vector<std::int32_t> t = targets.to_vector<std::int32_t>();
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    TG_CHECK(t[i] >= 0 && t[i] < classes, "{}: target {} at row {} is outside [0, {})", op, t[i], i, classes);
   }
 }
 

@@ -328,6 +328,25 @@ class CpuBackend final : public Backend {
     });
   }
 
+  void stablemax_cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& losses,
+                                       const Tensor& sums, const Tensor& mean) override {
+    dispatch_floating(logits.dtype(), "stablemax_cross_entropy", [&](auto t) {
+      using T = decltype(t);
+      cpu::stablemax_cross_entropy_forward(ptr<T>(logits), ptr<std::int32_t>(targets), ptr<T>(losses), ptr<T>(sums),
+                                           ptr<T>(mean), logits.size(0), logits.size(1));
+    });
+  }
+
+  void stablemax_cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& sums,
+                                        const Tensor& dloss, double scale, const Tensor& dlogits) override {
+    dispatch_floating(logits.dtype(), "stablemax_cross_entropy_backward", [&](auto t) {
+      using T = decltype(t);
+      const T factor = static_cast<T>(ptr<T>(dloss)[0] * scale);
+      cpu::stablemax_cross_entropy_backward(ptr<T>(logits), ptr<std::int32_t>(targets), ptr<T>(sums), factor,
+                                            ptr<T>(dlogits), logits.size(0), logits.size(1));
+    });
+  }
+
   void neural_amplify_forward(const Tensor& g, const std::vector<Tensor>& weights,
                               const std::vector<Segment>& segments, double c, const Tensor& out, const Tensor& scores,
                               const Tensor& stats) override {

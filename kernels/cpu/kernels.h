@@ -106,6 +106,15 @@ template <class T>
 void cross_entropy_backward(const T* logits, const std::int32_t* targets, const T* lse, T dloss_times_scale,
                             T* dlogits, std::int64_t n, std::int64_t v);
 
+// ---- StableMax cross-entropy (stablemax_cross_entropy.cpp) ----  logits, dlogits: [N, V]; targets, losses,
+// sums: [N]; mean: [1]
+template <class T>
+void stablemax_cross_entropy_forward(const T* logits, const std::int32_t* targets, T* losses, T* sums, T* mean,
+                                     std::int64_t n, std::int64_t v);
+template <class T>
+void stablemax_cross_entropy_backward(const T* logits, const std::int32_t* targets, const T* sums,
+                                      T dloss_times_scale, T* dlogits, std::int64_t n, std::int64_t v);
+
 // ---- NeuralGrok amplifier (neural_amplify.cpp) ----
 // A run [begin, begin + size) of a flat buffer.
 struct Run {

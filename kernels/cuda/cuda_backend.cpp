@@ -155,7 +155,14 @@ Operand make_operand(const char* op, const Tensor& t) {
   return o;
 }
 
-UnaryCode unary_code(UnaryOp op) {
+// UnaryCode (launch.cuh) mirrors UnaryOp so that the .cu files need no engine headers. These two
+// switches make any drift a compile error: each must name every enumerator of its own enum (-Wswitch
+// is an error here) and maps it to the one of the same name in the other, which must therefore exist.
+// unary_codes_match then checks that every pair also has the same value (and so the same count).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic error "-Wswitch"
+constexpr int kNotAnEnumerator = -1;
+constexpr UnaryCode unary_code(UnaryOp op) {
   switch (op) {
     case UnaryOp::neg: return UnaryCode::neg;
     case UnaryOp::exp: return UnaryCode::exp;
@@ -169,8 +176,38 @@ UnaryCode unary_code(UnaryOp op) {
     case UnaryOp::gelu_grad2: return UnaryCode::gelu_grad2;
     case UnaryOp::affine: return UnaryCode::affine;
   }
-  throw Error("cuda kernel unary: unknown unary op");
+  return static_cast<UnaryCode>(kNotAnEnumerator);
 }
+constexpr UnaryOp unary_op_of(UnaryCode code) {
+  switch (code) {
+    case UnaryCode::neg: return UnaryOp::neg;
+    case UnaryCode::exp: return UnaryOp::exp;
+    case UnaryCode::log: return UnaryOp::log;
+    case UnaryCode::abs: return UnaryOp::abs;
+    case UnaryCode::sqrt: return UnaryOp::sqrt;
+    case UnaryCode::square: return UnaryOp::square;
+    case UnaryCode::sign: return UnaryOp::sign;
+    case UnaryCode::relu: return UnaryOp::relu;
+    case UnaryCode::gelu: return UnaryOp::gelu;
+    case UnaryCode::gelu_grad2: return UnaryOp::gelu_grad2;
+    case UnaryCode::affine: return UnaryOp::affine;
+  }
+  return static_cast<UnaryOp>(kNotAnEnumerator);
+}
+#pragma GCC diagnostic pop
+// Both enums count from 0 without gaps, so the values 0..63 hold every enumerator: each value names an
+// enumerator in both enums or in neither, and the two switches map it to itself.
+constexpr bool unary_codes_match() {
+  int count = 0;
+  for (int v = 0; v < 64; ++v) {
+    const int code = static_cast<int>(unary_code(static_cast<UnaryOp>(v)));
+    const int op = static_cast<int>(unary_op_of(static_cast<UnaryCode>(v)));
+    if (code != op || (code != v && code != kNotAnEnumerator)) return false;
+    if (code == v) ++count;
+  }
+  return count > 0;
+}
+static_assert(unary_codes_match(), "UnaryCode (launch.cuh) must have UnaryOp's enumerators, with their values");
 
 ReduceCode reduce_code(ReduceOp op) {
   switch (op) {
@@ -627,6 +664,35 @@ class CudaBackend final : public Backend {
                                                ptr<const float>(lse), ptr<const float>(dloss), scale,
                                                ptr<float>(dlogits), logits.size(0), logits.size(1), stream_),
                  "cross_entropy_backward", args);
+  }
+
+  void stablemax_cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& losses,
+                                       const Tensor& sums, const Tensor& mean) override {
+    const Args args = {{"logits", logits}, {"targets", targets, Want::i32}, {"losses", losses}, {"sums", sums},
+                       {"mean", mean}};
+    prepare("stablemax_cross_entropy_forward", args);
+    const std::size_t bytes = stablemax_cross_entropy_forward_workspace_bytes(logits.size(0));
+    Scratch scratch(allocator_, bytes, "stablemax_cross_entropy_forward");
+    check_kernel(launch_stablemax_cross_entropy_forward(ptr<const float>(logits), ptr<const std::int32_t>(targets),
+                                                        ptr<float>(losses), ptr<float>(sums), ptr<float>(mean),
+                                                        logits.size(0), logits.size(1), scratch.get(), bytes,
+                                                        stream_),
+                 "stablemax_cross_entropy_forward", args);
+  }
+
+  void stablemax_cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& sums,
+                                        const Tensor& dloss, double scale, const Tensor& dlogits) override {
+    const Args args = {{"logits", logits}, {"targets", targets, Want::i32}, {"sums", sums},
+                       {"dloss", dloss},   {"dlogits", dlogits}};
+    prepare("stablemax_cross_entropy_backward", args);
+    TG_CHECK(dloss.numel() == 1, "cuda kernel stablemax_cross_entropy_backward: dloss must have one element, got {}",
+             dloss.str());
+    // dloss stays on the device: the kernel reads it.
+    check_kernel(launch_stablemax_cross_entropy_backward(ptr<const float>(logits), ptr<const std::int32_t>(targets),
+                                                         ptr<const float>(sums), ptr<const float>(dloss), scale,
+                                                         ptr<float>(dlogits), logits.size(0), logits.size(1),
+                                                         stream_),
+                 "stablemax_cross_entropy_backward", args);
   }
 
   // ---- NeuralGrok amplifier and Grokfast filters

@@ -186,6 +186,17 @@ cudaError_t launch_cross_entropy_backward(const float* logits, const std::int32_
                                           const float* dloss, double scale, float* dlogits, std::int64_t n,
                                           std::int64_t v, cudaStream_t stream);
 
+// ---------------------------------------------------------------- stablemax_cross_entropy.cu
+// logits, dlogits: [n, v]; targets: i32 [n]; losses, sums: [n]; dloss: one element on the device.
+std::size_t stablemax_cross_entropy_forward_workspace_bytes(std::int64_t n);
+cudaError_t launch_stablemax_cross_entropy_forward(const float* logits, const std::int32_t* targets, float* losses,
+                                                   float* sums, float* mean, std::int64_t n, std::int64_t v,
+                                                   void* workspace, std::size_t workspace_bytes, cudaStream_t stream);
+cudaError_t launch_stablemax_cross_entropy_backward(const float* logits, const std::int32_t* targets,
+                                                    const float* sums, const float* dloss, double scale,
+                                                    float* dlogits, std::int64_t n, std::int64_t v,
+                                                    cudaStream_t stream);
+
 // ---------------------------------------------------------------- neural_amplify.cu
 // NeuralGrok's amplifier (Backend::neural_amplify_forward / _backward). The MLP: linear layer l maps
 // in[l] -> out[l] features (in[0] = 1, out[layers - 1] = 1), w[l]: [out[l], in[l]], b[l]: [out[l]], ReLU
