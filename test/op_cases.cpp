@@ -2,6 +2,8 @@
 
 #include <cctype>
 
+#include "optim/neural_amplify.h"  // an op of the methods layer, tested like the engine's
+
 namespace tgtest {
 
 using namespace tg;

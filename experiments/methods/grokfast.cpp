@@ -4,10 +4,10 @@
 
 #include <cmath>
 
-#include "engine/backend.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "experiments/methods/method_factory.h"
+#include "optim/method_kernels.h"
 
 namespace tg {
 
@@ -65,7 +65,8 @@ GrokfastEma::GrokfastEma(const ParameterTable& params, GrokfastEmaConfig config)
 
 void GrokfastEma::transform(const ParameterTable& params, const StepContext&) {
   check_table("grokfast-ema", params, mu_);
-  backend_for(params.device()).grokfast_ema(params.flat_grads(), mu_, config_.alpha, config_.lambda, steps_ == 0);
+  method_kernels_for(params.device())
+      .grokfast_ema(params.flat_grads(), mu_, config_.alpha, config_.lambda, steps_ == 0);
   params.flat_grads().storage()->bump_version();
   mu_.storage()->bump_version();
   ++steps_;
@@ -99,7 +100,7 @@ void GrokfastMa::transform(const ParameterTable& params, const StepContext&) {
   const Tensor slot = ring_.as_strided({n}, {1}, (steps_ % w) * n);
   const bool evict = steps_ >= w;        // the slot holds the oldest gradient of a full window
   const bool amplify = steps_ + 1 >= w;  // the window is full once this gradient is in
-  backend_for(params.device())
+  method_kernels_for(params.device())
       .grokfast_ma(params.flat_grads(), slot, sum_, comp_, config_.lambda, w, evict, amplify);
   params.flat_grads().storage()->bump_version();
   ring_.storage()->bump_version();
