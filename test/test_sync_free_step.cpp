@@ -45,7 +45,8 @@ const std::vector<Variant>& variants() {
                                          {"sgd", "sgd", "standard"},
                                          {"grokfast-ma", "adam", "grokfast-ma"},
                                          {"neuralgrok-lookahead", "adam", "neuralgrok"},
-                                         {"perp-grad", "adam", "perp-grad"}};
+                                         {"perp-grad", "adam", "perp-grad"},
+                                         {"stablemax", "adamw", "standard"}};
   return v;
 }
 
@@ -54,6 +55,7 @@ TrainConfig configure(const std::string& run_dir, const Variant& v) {
   c.optimizer = v.optimizer;
   c.method = v.method;
   c.grokfast_window = 4;
+  if (v.name == "stablemax") c.loss = "stablemax";
   if (v.name == "adamw-clip") {
     c.clip_grad_norm = 0.5;
     c.grad_normalize = 1.0;

@@ -177,6 +177,31 @@ TEST_CASE("a step's AGE equals -sum |g| ln |g| of its gradient, raw and normalis
   CHECK_THAT(s.age_raw.total, Catch::Matchers::WithinRel(raw_total, 1e-9));
 }
 
+TEST_CASE("train --loss stablemax trains on the StableMax cross-entropy of the batch, evaluated by hand", "[trainer]") {
+  TrainConfig c = tiny_run_config(fresh_temp_dir("stablemax-loss"));
+  c.dtype = "f64";
+  c.loss = "stablemax";
+  c.batch_size = 4096;  // the whole training set
+  Trainer t(c);
+  const StepStats s = t.step();
+  Trainer u(c);  // the same initial weights
+  Tensor ids, targets;
+  gather_examples(u.dataset(), u.split().train, Device::cpu(), ids, targets);
+  const std::vector<double> logits = values(u.model().forward(u.params().values(), ids));
+  const std::vector<std::int32_t> wanted = targets.to_vector<std::int32_t>();
+  const auto vocab = static_cast<std::size_t>(u.dataset().vocab);
+  // s(x) = x + 1 (x >= 0), 1 / (1 - x) (x < 0); loss = mean of -log(s(x_target) / sum_j s(x_j)).
+  auto st = [](double x) { return x >= 0 ? x + 1 : 1 / (1 - x); };
+  double loss = 0;
+  for (std::size_t n = 0; n < wanted.size(); ++n) {
+    double sum = 0;
+    for (std::size_t j = 0; j < vocab; ++j) sum += st(logits[n * vocab + j]);
+    loss -= std::log(st(logits[n * vocab + static_cast<std::size_t>(wanted[n])]) / sum);
+  }
+  loss /= static_cast<double>(wanted.size());
+  CHECK_THAT(s.loss, Catch::Matchers::WithinRel(loss, 1e-12));
+}
+
 TEST_CASE("training learns an easy task", "[trainer]") {
   TrainConfig c = tiny_run_config(fresh_temp_dir("learn"));  // a+b mod 11, lr 3e-3
   c.train_fraction = 0.8;

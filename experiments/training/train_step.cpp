@@ -142,7 +142,8 @@ StepStats recorded_step(const StepParts& parts, const StepInput& in, RecordedWin
 }  // namespace
 
 Tensor training_loss(const TrainConfig& config, const Tensor& logits, const Tensor& targets) {
-  TG_CHECK(config.loss == "cross-entropy", "--loss '{}': expected cross-entropy", config.loss);
+  if (config.loss == "stablemax") return stablemax_cross_entropy(logits, targets);
+  TG_CHECK(config.loss == "cross-entropy", "--loss '{}': expected cross-entropy or stablemax", config.loss);
   return cross_entropy(logits, targets);
 }
 
