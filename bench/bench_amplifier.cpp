@@ -1,4 +1,4 @@
-// tapegrok_bench_amplifier: the fused NeuralGrok amplifier (Backend::neural_amplify_forward /
+// tapegrok_bench_amplifier: the fused NeuralGrok amplifier (MethodKernels::neural_amplify_forward /
 // _backward) at the default model size against the composite path (Amplifier::apply_composite, the
 // same function from primitive ops), with GFLOP/s against a measured GEMM ceiling and GB/s against a
 // measured copy ceiling.
@@ -14,7 +14,7 @@
 // Bytes (fewest moved, f32): forward reads g, writes scores and out: 12 N; backward reads dout, g,
 // scores, writes dg: 16 N (the weights are small and not counted).
 //
-// Both backends can evaluate the MLP as its exact piecewise-linear form (MlpPath::pieces; CPU:
+// Both devices' kernels can evaluate the MLP as its exact piecewise-linear form (MlpPath::pieces; CPU:
 // kernels/cpu/amplifier_pieces.h, GPU: kernels/cuda/amplifier_pieces.cuh) or run it on every entry
 // (MlpPath::direct); both are timed, one beside the other. The pieces rows do not do the flops above,
 // so they show no GFLOP/s.
@@ -40,6 +40,8 @@
 #include "kernels/cpu/amplifier_pieces.h"
 #include "kernels/cpu/kernels.h"
 #include "optim/amplifier.h"
+#include "optim/method_kernels.h"
+#include "optim/neural_amplify.h"
 
 namespace {
 
@@ -203,7 +205,8 @@ int main(int argc, char** argv) {
                "GB/s", "%copy", "spread", "samples");
     fmt::print("{}\n", std::string(34 + 11 + 10 + 7 + 9 + 7 + 8 + 7 + 7, '-'));
 
-    // ---- fused: the backend calls alone (no op layer, no tape)
+    // ---- fused: the method-kernel calls alone (no op, no tape)
+    tg::MethodKernels& mk = tg::method_kernels_for(device);
     const i64 count = static_cast<i64>(segments.size());
     Tensor out = Tensor::empty({padded}, DType::f32, device), scores = Tensor::empty({padded}, DType::f32, device);
     Tensor stats = Tensor::empty({count, 3}, DType::f32, device);
@@ -225,24 +228,22 @@ int main(int argc, char** argv) {
       const auto table = tg::cpu::AmplifierPieces::build(mlp, std::numeric_limits<double>::infinity());
       pieces = table ? table->pieces() : 0;
     }
-    // Both ways of evaluating the MLP (engine/backend.h's MlpPath), each a peer of the other: as
+    // Both ways of evaluating the MLP (optim/method_kernels.h's MlpPath), each a peer of the other: as
     // pieces (no MLP flops, so no GFLOP/s) and directly on every entry.
     std::vector<Timing> fwd, bwd;
     for (const tg::MlpPath path : {tg::MlpPath::pieces, tg::MlpPath::direct}) {
       const bool as_pieces = path == tg::MlpPath::pieces;
-      tg::set_amplifier_mlp_path(path);
       const double path_flops = as_pieces ? 0.0 : flops;
       fwd.push_back(measure(be, o.warmup, o.repeats,
-                            [&] { be.neural_amplify_forward(g, weights, segments, c, out, scores, stats); }));
+                            [&] { mk.neural_amplify_forward(g, weights, segments, c, path, out, scores, stats); }));
       row(as_pieces ? "fused forward (backend, pieces)" : "fused forward (backend, direct MLP)", fwd.back(),
           path_flops, 12 * n, gemm_gflops, copy_gbps);
       bwd.push_back(measure(be, o.warmup, o.repeats, [&] {
-        be.neural_amplify_backward(dout, g, weights, segments, c, scores, stats, dg, dweights);
+        mk.neural_amplify_backward(dout, g, weights, segments, c, path, scores, stats, dg, dweights);
       }));
       row(as_pieces ? "fused backward (backend, pieces)" : "fused backward (backend, direct MLP)", bwd.back(),
           3 * path_flops, 16 * n, gemm_gflops, copy_gbps);
     }
-    tg::set_amplifier_mlp_path(tg::MlpPath::automatic);
     fmt::print("  ({} the piecewise path is {:.1f}x faster forward, {:.1f}x backward than the direct MLP)\n",
                pieces > 0 ? fmt::format("{} linear pieces;", pieces) : std::string(),
                fwd[1].median_s / fwd[0].median_s, bwd[1].median_s / bwd[0].median_s);

@@ -43,13 +43,6 @@ std::array<double, kAdamDeviceScalars> adam_device_scalars(const AdamStep& s) {
   return {s.lr / s.bias_correction1, std::sqrt(s.bias_correction2), 1.0 - s.lr * s.weight_decay};
 }
 
-namespace {
-MlpPath g_amplifier_mlp_path = MlpPath::automatic;
-}  // namespace
-
-void set_amplifier_mlp_path(MlpPath path) { g_amplifier_mlp_path = path; }
-MlpPath amplifier_mlp_path() { return g_amplifier_mlp_path; }
-
 Backend& backend_for(Device device) {
   if (device.is_cpu()) return cpu::backend();
 #ifdef TAPEGROK_WITH_CUDA

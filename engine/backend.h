@@ -6,6 +6,7 @@
 // every input contiguous unless the comment says otherwise, and outputs freshly allocated.
 //
 // Implementations: kernels/cpu/cpu_backend.cpp (f32 and f64) and kernels/cuda/cuda_backend.cpp (f32).
+// The kernels of particular grokking methods are not here: they are the methods' own (optim/method_kernels.h).
 #pragma once
 
 #include <array>
@@ -18,8 +19,6 @@
 #include "engine/tensor.h"
 
 namespace tg {
-
-struct Segment;  // a run [begin, begin + size) of a flat buffer (engine/ops.h)
 
 enum class UnaryOp {
   neg, exp, log, abs, sqrt, square, sign,
@@ -180,38 +179,6 @@ class Backend {
   virtual void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                                       const Tensor& dloss, double scale, const Tensor& dlogits) = 0;
 
-  // ---- NeuralGrok's gradient amplifier (engine/ops/neural_amplify.cpp) ----
-  // How the MLP is evaluated is amplifier_mlp_path() (below); every path gives the same results to rounding.
-  // g, out, scores: [N]; weights: the MLP [W0 [h1, 1], b0 [h1], W1 [h2, h1], b1 [h2], ..., Wk [1, hk],
-  // bk [1]] (k >= 1 hidden layers, ReLU between layers, none after the last); segments: sorted,
-  // disjoint, non-empty runs inside [0, N) (the op layer checks all of this); stats: [S, 3], S segments.
-  // For every segment s and i in s:
-  //   scores_i = mlp(g_i),  p = softmax(scores over s),  q = p g,  out_i = c q_i / ||q||_s;
-  //   stats[s] = (max_i scores_i, sum_i exp(scores_i - max), ||q||_s).
-  // out is 0 outside every segment; scores there are left unwritten. scores and stats are what the
-  // backward needs (it recomputes the MLP's hidden activations instead of saving them).
-  virtual void neural_amplify_forward(const Tensor& g, const std::vector<Tensor>& weights,
-                                      const std::vector<Segment>& segments, double c, const Tensor& out,
-                                      const Tensor& scores, const Tensor& stats) = 0;
-  // The first-order backward of neural_amplify_forward. dout, dg: [N]; dweights: one per weight, with
-  // its shape (overwritten, not accumulated); scores, stats: from the forward. dg is 0 outside every
-  // segment. Weight gradients are sums over all entries, combined in an order fixed by the shapes.
-  virtual void neural_amplify_backward(const Tensor& dout, const Tensor& g, const std::vector<Tensor>& weights,
-                                       const std::vector<Segment>& segments, double c, const Tensor& scores,
-                                       const Tensor& stats, const Tensor& dg,
-                                       const std::vector<Tensor>& dweights) = 0;
-
-  // ---- Grokfast gradient filters (optim/grokfast.cpp), in place over flat buffers of equal length ----
-  // EMA: mu = g (first_step) or alpha mu + (1 - alpha) g;  then g += lambda mu.
-  virtual void grokfast_ema(const Tensor& grad, const Tensor& mu, double alpha, double lambda, bool first_step) = 0;
-  // MA over a window of `window` raw gradients kept in a ring of flat buffers; (sum, comp) is the
-  // window's running sum with its compensation term (Neumaier), value sum + comp. One step:
-  //   old = slot;  sum += g;  if evict: sum -= old;  slot = g;  if amplify: g += lambda (sum + comp) / window.
-  // (evict: the slot held the oldest gradient of a full window; amplify: the window is full after
-  // this step's insert.)
-  virtual void grokfast_ma(const Tensor& grad, const Tensor& slot, const Tensor& sum, const Tensor& comp,
-                           double lambda, std::int64_t window, bool evict, bool amplify) = 0;
-
   // ---- CUDA graphs (engine/captured_graph.h is the interface to use) ----
   // begin_capture: until end_capture, work this thread enqueues on the backend's stream is recorded,
   // not run (cudaStreamCaptureModeThreadLocal), and device memory comes from a capture pool that stays
@@ -230,14 +197,5 @@ class Backend {
 // The backend that runs ops on `device`. Throws tg::Error when the device is CUDA and this build has
 // no CUDA backend or no GPU is present.
 Backend& backend_for(Device device);
-
-// How every backend evaluates NeuralGrok's amplifier MLP: `pieces` as the exact piecewise-linear
-// function of its scalar input it is (kernels/cpu/amplifier_pieces.h, kernels/cuda/amplifier_pieces.cuh),
-// `direct` on every entry, `automatic` (the default) whichever the backend expects to be faster.
-// Tests and benchmarks set it to compare the two; a backend that cannot take `pieces` for an MLP
-// (too many possible pieces) says so.
-enum class MlpPath { automatic, direct, pieces };
-void set_amplifier_mlp_path(MlpPath path);
-MlpPath amplifier_mlp_path();
 
 }  // namespace tg

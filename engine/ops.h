@@ -93,17 +93,11 @@ Tensor causal_self_attention(const Tensor& qkv, std::int64_t n_heads);
 // ids: i32 [...], weight: [V, C] -> [..., C]
 Tensor embedding(const Tensor& ids, const Tensor& weight);
 
-// ---- NeuralGrok's gradient amplifier, fused (engine/ops/neural_amplify.cpp) ----
+// ---- segments of a flat buffer ----
 // A run of a flat buffer: one parameter tensor's entries [begin, begin + size).
 struct Segment {
   std::int64_t begin = 0, size = 0;
 };
-// g: [N] flat; weights: the amplifier MLP's [W0 [h1, 1], b0 [h1], W1 [h2, h1], b1 [h2], ..., Wk [1, hk],
-// bk [1]] with ReLU between layers; segments sorted and disjoint. For each segment s and i in s:
-//   out_i = c * p_i g_i / ||p g||_s,  p = softmax over s of mlp(g_i);   out = 0 outside every segment
-//   and on a segment whose gradient is all zero (where the formula would give 0 / 0).
-// Differentiable in g and in the weights (first order; a second derivative fails loudly).
-Tensor neural_amplify(const Tensor& g, const TensorList& weights, const std::vector<Segment>& segments, double c);
 
 // ---- ids checked on the host (engine/ops/ids_checked.cpp) ----
 // embedding and cross_entropy make sure every id / target is in range by copying them to the host: a

@@ -60,7 +60,7 @@ void Amplifier::initialize(const ParameterTable& params, Rng& rng) const {
 
 Tensor Amplifier::apply(const TensorList& amp_params, const Tensor& flat_grad,
                         const std::vector<Segment>& segments) const {
-  return neural_amplify(flat_grad, amp_params, segments, config_.c);
+  return neural_amplify(flat_grad, amp_params, segments, config_.c, config_.mlp_path);
 }
 
 Tensor Amplifier::apply_composite(const TensorList& amp_params, const Tensor& flat_grad,

@@ -15,12 +15,16 @@
 #include "engine/ops.h"
 #include "engine/parameters.h"
 #include "engine/random.h"
+#include "optim/neural_amplify.h"
 
 namespace tg {
 
 struct AmplifierConfig {
   std::vector<std::int64_t> hidden{128, 128};  // the official code's sizes; the paper uses (32, 32, ...)
   double c = 1.0;
+  // How the fused op's kernels evaluate the MLP (optim/method_kernels.h); tests and benchmarks compare
+  // the paths, training leaves it automatic.
+  MlpPath mlp_path = MlpPath::automatic;
 };
 
 // "128,128" -> {128, 128}; throws naming the text when a size is not a positive integer.
@@ -36,7 +40,7 @@ class Amplifier {
 
   // The transformed gradient of every segment of a flat gradient buffer; entries outside every
   // segment (the flat buffer's padding) are 0. Recorded on the tape: differentiable in `amp_params`
-  // and in `flat_grad`. Runs the fused op (engine/ops.h: neural_amplify).
+  // and in `flat_grad`. Runs the fused op (optim/neural_amplify.h) on config().mlp_path.
   Tensor apply(const TensorList& amp_params, const Tensor& flat_grad, const std::vector<Segment>& segments) const;
 
   // The same function composed from primitive ops, one segment at a time: the reference the fused op

@@ -4,9 +4,9 @@
 
 #include <cmath>
 
-#include "engine/backend.h"
 #include "engine/error.h"
 #include "engine/ops.h"
+#include "optim/method_kernels.h"
 
 namespace tg {
 
@@ -44,7 +44,8 @@ GrokfastEma::GrokfastEma(const ParameterTable& params, GrokfastEmaConfig config)
 
 void GrokfastEma::apply(const ParameterTable& params) {
   check_table("grokfast-ema", params, mu_);
-  backend_for(params.device()).grokfast_ema(params.flat_grads(), mu_, config_.alpha, config_.lambda, steps_ == 0);
+  method_kernels_for(params.device())
+      .grokfast_ema(params.flat_grads(), mu_, config_.alpha, config_.lambda, steps_ == 0);
   params.flat_grads().storage()->bump_version();
   mu_.storage()->bump_version();
   ++steps_;
@@ -78,7 +79,7 @@ void GrokfastMa::apply(const ParameterTable& params) {
   const Tensor slot = ring_.as_strided({n}, {1}, (steps_ % w) * n);
   const bool evict = steps_ >= w;        // the slot holds the oldest gradient of a full window
   const bool amplify = steps_ + 1 >= w;  // the window is full once this gradient is in
-  backend_for(params.device())
+  method_kernels_for(params.device())
       .grokfast_ma(params.flat_grads(), slot, sum_, comp_, config_.lambda, w, evict, amplify);
   params.flat_grads().storage()->bump_version();
   ring_.storage()->bump_version();

@@ -1,5 +1,5 @@
-// Grokfast gradient filters (arXiv 2405.20233; papers.md section 3) over a ParameterTable's flat
-// gradient buffer, in place, one fused pass per step (Backend::grokfast_ema / grokfast_ma).
+// Grokfast gradient filters (arXiv 2405.20233; docs/methods.md) over a ParameterTable's flat
+// gradient buffer, in place, one fused pass per step (MethodKernels::grokfast_ema / grokfast_ma).
 //
 //   EMA:  mu <- alpha mu + (1 - alpha) g   (mu starts as the first g);   g <- g + lambda mu.
 //   MA:   keep the last `window` raw gradients; once `window` are held (the current one included),

@@ -1,4 +1,4 @@
-// The fused NeuralGrok amplifier op (engine/ops/neural_amplify.cpp) against
+// The fused NeuralGrok amplifier op (optim/neural_amplify.cpp) against
 //  - the formula written out here in float64 loops (no ops involved),
 //  - Amplifier::apply_composite (the same function from primitive ops), forward and gradients,
 //  - float64 finite differences (gradcheck) in g and in every weight,
@@ -11,8 +11,8 @@
 #include <cmath>
 #include <limits>
 
-#include "engine/backend.h"
 #include "optim/amplifier.h"
+#include "optim/neural_amplify.h"
 #include "support.h"
 
 using namespace tg;
@@ -99,16 +99,17 @@ struct Result {
   TensorList grads;  // d<w, out>/d(g, W0, b0, ...)
 };
 
-// Runs the fused op (or the composite) on copies of the problem's tensors on `device` in `dtype`,
-// with gradients of <proj, out> for a fixed random projection.
-Result run(const Problem& p, bool fused, Device device = Device::cpu(), DType dtype = DType::f64) {
+// Runs the fused op (its MLP evaluated as `path` asks) or the composite on copies of the problem's
+// tensors on `device` in `dtype`, with gradients of <proj, out> for a fixed random projection.
+Result run(const Problem& p, bool fused, Device device = Device::cpu(), DType dtype = DType::f64,
+           MlpPath path = MlpPath::automatic) {
   tape().clear();
   auto leaf = [&](const Tensor& t) { return t.to(dtype).to(device).clone().set_requires_grad(true); };
   Tensor g = leaf(p.g);
   TensorList weights;
   for (const Tensor& t : p.weights) weights.push_back(leaf(t));
   Result r;
-  r.out = fused ? neural_amplify(g, weights, p.segments, p.c)
+  r.out = fused ? neural_amplify(g, weights, p.segments, p.c, path)
                 : Amplifier(AmplifierConfig{p.hidden, p.c}).apply_composite(weights, g, p.segments);
   Rng rng(5);
   const Tensor proj = random(rng, {p.g.numel()}, DType::f64).to(dtype).to(device);
@@ -124,12 +125,6 @@ struct PoisonGuard {
   ~PoisonGuard() { set_poison_new_tensors(false); }
 };
 
-// Sets how the backends evaluate the amplifier MLP (engine/backend.h) for one scope.
-struct MlpPathGuard {
-  explicit MlpPathGuard(MlpPath path) : saved(amplifier_mlp_path()) { set_amplifier_mlp_path(path); }
-  ~MlpPathGuard() { set_amplifier_mlp_path(saved); }
-  MlpPath saved;
-};
 // Both ways to evaluate the MLP; on the GPU `automatic` picks the pieces for every MLP in these tests.
 constexpr MlpPath kPaths[] = {MlpPath::pieces, MlpPath::direct};
 const char* path_name(MlpPath path) { return path == MlpPath::pieces ? "pieces" : "direct"; }
@@ -163,11 +158,10 @@ TEST_CASE("fused amplifier forward matches the formula in float64 loops", "[ampl
   CHECK(values(neural_amplify(p.g, p.weights, p.segments, p.c))[64] == (g64 > 0 ? p.c : -p.c));
 }
 
-// Through the backend as the engine's setting asks (engine/backend.h): the pieces and the direct MLP.
+// On both ways of evaluating the MLP (the op's path argument): the pieces and the direct MLP.
 TEST_CASE("fused amplifier matches Amplifier::apply_composite, forward and gradients", "[amplifier]") {
   const std::vector<std::vector<std::int64_t>> hiddens = {{6}, {12, 10}, {5, 7, 4}};
   for (const MlpPath path : kPaths) for (DType dtype : {DType::f64, DType::f32}) {
-    const MlpPathGuard use(path);
     const double tol = dtype == DType::f64 ? 1e-12 : 1e-5;
     for (std::size_t k = 0; k < hiddens.size(); ++k) {
       CAPTURE(path_name(path), dtype_name(dtype), hiddens[k]);
@@ -175,7 +169,7 @@ TEST_CASE("fused amplifier matches Amplifier::apply_composite, forward and gradi
       // pattern, the bias gradients cancel to ~0 (their sums over a segment are sums of ds, which add
       // up to exactly 0) and only rounding noise would be compared.
       const Problem p = make_problem(40 + k, kMixedN, mixed_segments(), hiddens[k], DType::f64, 1.0);
-      const Result fused = run(p, true, Device::cpu(), dtype);
+      const Result fused = run(p, true, Device::cpu(), dtype, path);
       const Result composite = run(p, false, Device::cpu(), dtype);
       CHECK(fused.out.dtype() == dtype);
       CHECK(rel_error(fused.out, composite.out) < tol);
@@ -348,12 +342,8 @@ TEST_CASE("the fused amplifier on the GPU matches the CPU in float64", "[amplifi
   for (const MlpPath path : kPaths) for (std::size_t k = 0; k < cases.size(); ++k) {
     CAPTURE(path_name(path), k, cases[k].hidden);
     const Problem p = make_problem(120 + k, cases[k].n, cases[k].segments, cases[k].hidden, DType::f64, 1.0);
-    const Result cpu = [&] {
-      const MlpPathGuard direct(MlpPath::direct);
-      return run(p, true, Device::cpu(), DType::f64);
-    }();
-    const MlpPathGuard on_gpu(path);
-    const Result gpu = run(p, true, Device::cuda(0), DType::f32);
+    const Result cpu = run(p, true, Device::cpu(), DType::f64, MlpPath::direct);
+    const Result gpu = run(p, true, Device::cuda(0), DType::f32, path);
     CHECK(gpu.out.device() == Device::cuda(0));
     CHECK(rel_error(gpu.out, cpu.out) < 1e-5);
     REQUIRE(gpu.grads.size() == cpu.grads.size());
@@ -385,17 +375,16 @@ TEST_CASE("on the GPU, tiny gradients give a one-entry segment zero derivatives"
   CHECK(std::abs(values(cpu.grads[0])[single]) < 1e-6);
   for (const MlpPath path : kPaths) {
     CAPTURE(path_name(path));
-    const MlpPathGuard on_gpu(path);
-    const Result gpu = run(p, true, Device::cuda(0), DType::f32);
+    const Result gpu = run(p, true, Device::cuda(0), DType::f32, path);
     CHECK(std::abs(values(gpu.grads[0])[single]) < 1e-6);
     CHECK(rel_error(gpu.grads[0], cpu.grads[0]) < 1e-5);
   }
 }
 
 namespace {
-// The fused op (on `device`) and the composite on a problem whose gradient has a NaN at entry 300
-// (segment {256, 1200}): every output of that segment must be NaN, every other output finite.
-void check_nan_segment(Device device) {
+// The fused op (on `device`, on `path`) and the composite on a problem whose gradient has a NaN at
+// entry 300 (segment {256, 1200}): every output of that segment must be NaN, every other output finite.
+void check_nan_segment(Device device, MlpPath path = MlpPath::automatic) {
   Problem p = make_problem(150, kMixedN, mixed_segments(), {16, 16});
   std::vector<double> g = values(p.g);
   g[300] = std::nan("");
@@ -403,7 +392,8 @@ void check_nan_segment(Device device) {
   for (bool fused : {true, false}) {
     if (!fused && !device.is_cpu()) continue;
     CAPTURE(fused);
-    const std::vector<double> out = values(run(p, fused, device, fused && !device.is_cpu() ? DType::f32 : DType::f64).out);
+    const std::vector<double> out =
+        values(run(p, fused, device, fused && !device.is_cpu() ? DType::f32 : DType::f64, path).out);
     for (const Segment& s : p.segments) {
       for (std::int64_t i = s.begin; i < s.begin + s.size; ++i) {
         if (s.begin == 256) REQUIRE(std::isnan(out[static_cast<std::size_t>(i)]));
@@ -423,8 +413,7 @@ TEST_CASE("on the GPU, a NaN gradient entry makes its whole segment NaN", "[ampl
   if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
   for (const MlpPath path : kPaths) {
     CAPTURE(path_name(path));
-    const MlpPathGuard on_gpu(path);
-    check_nan_segment(Device::cuda(0));
+    check_nan_segment(Device::cuda(0), path);
   }
 }
 
@@ -433,9 +422,8 @@ TEST_CASE("the fused amplifier on the GPU is bit-identical run to run", "[amplif
   const Problem p = make_problem(130, kMixedN, mixed_segments(), {128, 128});
   for (const MlpPath path : kPaths) {
     CAPTURE(path_name(path));
-    const MlpPathGuard on_gpu(path);
-    const Result a = run(p, true, Device::cuda(0), DType::f32);
-    const Result b = run(p, true, Device::cuda(0), DType::f32);
+    const Result a = run(p, true, Device::cuda(0), DType::f32, path);
+    const Result b = run(p, true, Device::cuda(0), DType::f32, path);
     CHECK(values(a.out) == values(b.out));
     for (std::size_t i = 0; i < a.grads.size(); ++i) CHECK(values(a.grads[i]) == values(b.grads[i]));
   }
@@ -447,13 +435,9 @@ TEST_CASE("on the GPU, the amplifier as pieces matches the CPU at the model's si
   if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
   const std::int64_t n = 422784;
   const Problem p = make_problem(160, n, {{0, 200000}, {200064, 222720}}, {128, 128}, DType::f64, 1e-3);
-  const Result cpu = [&] {
-    const MlpPathGuard direct(MlpPath::direct);
-    return run(p, true, Device::cpu(), DType::f64);
-  }();
-  const MlpPathGuard pieces(MlpPath::pieces);
-  const Result gpu = run(p, true, Device::cuda(0), DType::f32);
-  const Result cpu32 = run(p, true, Device::cpu(), DType::f32);
+  const Result cpu = run(p, true, Device::cpu(), DType::f64, MlpPath::direct);
+  const Result gpu = run(p, true, Device::cuda(0), DType::f32, MlpPath::pieces);
+  const Result cpu32 = run(p, true, Device::cpu(), DType::f32, MlpPath::pieces);
   CHECK(rel_error(gpu.out, cpu.out) < 1e-5);
   CHECK(rel_error(gpu.grads[0], cpu.grads[0]) < 1e-5);
   auto weight_grads = [](const Result& r) {
@@ -478,7 +462,7 @@ TEST_CASE("asking the GPU for pieces of an MLP it cannot split names the limit",
   if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
   // (300, 300, 300): 301^3 possible pieces, more than the pieces path takes.
   const Problem p = make_problem(170, 200, {{0, 200}}, {300, 300, 300}, DType::f32);
-  const MlpPathGuard pieces(MlpPath::pieces);
-  CHECK_THROWS_WITH(run(p, true, Device::cuda(0), DType::f32), ContainsSubstring("cannot run as pieces on the GPU"));
+  CHECK_THROWS_WITH(run(p, true, Device::cuda(0), DType::f32, MlpPath::pieces),
+                    ContainsSubstring("cannot run as pieces on the GPU"));
 }
 

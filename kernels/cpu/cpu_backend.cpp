@@ -7,7 +7,7 @@
 #include <string>
 
 #include "engine/error.h"
-#include "engine/ops.h"  // Segment
+#include "kernels/cpu/dispatch.h"
 #include "kernels/cpu/kernels.h"
 
 namespace tg::cpu {
@@ -21,40 +21,8 @@ void* raw_alloc(std::size_t nbytes) {
 }
 void raw_free(void* p) { std::free(p); }
 
-// Calls f(T{}) with T the C++ type of a floating dtype.
-template <class F>
-void dispatch_floating(DType dtype, const char* kernel, F&& f) {
-  switch (dtype) {
-    case DType::f32: f(float{}); return;
-    case DType::f64: f(double{}); return;
-    case DType::i32: break;
-  }
-  throw Error(fmt::format("cpu kernel {}: unsupported dtype {}", kernel, dtype_name(dtype)));
-}
-
-template <class T> T* ptr(const Tensor& t) { return static_cast<T*>(t.raw_data()); }
 // The norm of a GradClip, or null when it clips nothing.
 template <class T> const T* clip_norm(const GradClip& clip) { return clip.norm.defined() ? ptr<const T>(clip.norm) : nullptr; }
-
-// The amplifier MLP's weights [W0, b0, ..., Wk, bk] as raw pointers and layer sizes.
-template <class T>
-Mlp<T> mlp_view(const std::vector<Tensor>& weights) {
-  Mlp<T> mlp;
-  for (std::size_t i = 0; i + 1 < weights.size(); i += 2) {
-    mlp.w.push_back(ptr<const T>(weights[i]));
-    mlp.b.push_back(ptr<const T>(weights[i + 1]));
-    mlp.out.push_back(weights[i].size(0));
-    mlp.in.push_back(weights[i].size(1));
-  }
-  return mlp;
-}
-
-std::vector<Run> runs_of(const std::vector<Segment>& segments) {
-  std::vector<Run> runs;
-  runs.reserve(segments.size());
-  for (const Segment& s : segments) runs.push_back({s.begin, s.size});
-  return runs;
-}
 
 class CpuBackend final : public Backend {
  public:
@@ -325,49 +293,6 @@ class CpuBackend final : public Backend {
       const T factor = static_cast<T>(ptr<T>(dloss)[0] * scale);
       cpu::cross_entropy_backward(ptr<T>(logits), ptr<std::int32_t>(targets), ptr<T>(lse), factor, ptr<T>(dlogits),
                                   logits.size(0), logits.size(1));
-    });
-  }
-
-  void neural_amplify_forward(const Tensor& g, const std::vector<Tensor>& weights,
-                              const std::vector<Segment>& segments, double c, const Tensor& out, const Tensor& scores,
-                              const Tensor& stats) override {
-    dispatch_floating(g.dtype(), "neural_amplify_forward", [&](auto t) {
-      using T = decltype(t);
-      cpu::neural_amplify_forward(ptr<const T>(g), g.numel(), mlp_view<T>(weights), runs_of(segments), c, ptr<T>(out),
-                                  ptr<T>(scores), ptr<T>(stats), amplifier_mlp_path());
-    });
-  }
-
-  void neural_amplify_backward(const Tensor& dout, const Tensor& g, const std::vector<Tensor>& weights,
-                               const std::vector<Segment>& segments, double c, const Tensor& scores,
-                               const Tensor& stats, const Tensor& dg, const std::vector<Tensor>& dweights) override {
-    dispatch_floating(g.dtype(), "neural_amplify_backward", [&](auto t) {
-      using T = decltype(t);
-      std::vector<T*> dw, db;
-      for (std::size_t i = 0; i + 1 < dweights.size(); i += 2) {
-        dw.push_back(ptr<T>(dweights[i]));
-        db.push_back(ptr<T>(dweights[i + 1]));
-      }
-      cpu::neural_amplify_backward(ptr<const T>(dout), ptr<const T>(g), g.numel(), mlp_view<T>(weights),
-                                   runs_of(segments), c, ptr<const T>(scores), ptr<const T>(stats), ptr<T>(dg), dw, db,
-                                   amplifier_mlp_path());
-    });
-  }
-
-  void grokfast_ema(const Tensor& grad, const Tensor& mu, double alpha, double lambda, bool first_step) override {
-    dispatch_floating(grad.dtype(), "grokfast_ema", [&](auto t) {
-      using T = decltype(t);
-      cpu::grokfast_ema(ptr<T>(grad), ptr<T>(mu), grad.numel(), static_cast<T>(alpha), static_cast<T>(lambda),
-                        first_step);
-    });
-  }
-
-  void grokfast_ma(const Tensor& grad, const Tensor& slot, const Tensor& sum, const Tensor& comp, double lambda,
-                   std::int64_t window, bool evict, bool amplify) override {
-    dispatch_floating(grad.dtype(), "grokfast_ma", [&](auto t) {
-      using T = decltype(t);
-      cpu::grokfast_ma(ptr<T>(grad), ptr<T>(slot), ptr<T>(sum), ptr<T>(comp), grad.numel(), static_cast<T>(lambda),
-                       window, evict, amplify);
     });
   }
 

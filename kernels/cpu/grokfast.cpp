@@ -1,5 +1,5 @@
 // Grokfast gradient filters (arXiv 2405.20233) as single passes over flat buffers
-// (Backend::grokfast_ema / grokfast_ma; optim/grokfast.h holds the state and the step logic).
+// (MethodKernels::grokfast_ema / grokfast_ma; optim/grokfast.h holds the state and the step logic).
 #include <cmath>
 
 #include "kernels/cpu/kernels.h"

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/backend.h"
+#include "optim/method_kernels.h"  // MlpPath
 
 namespace tg::cpu {
 
@@ -117,12 +118,12 @@ template <class T> struct Mlp {
   std::vector<const T*> w, b;
   std::vector<std::int64_t> in, out;
 };
-// How the MLP's scores (and their derivatives) are computed (engine/backend.h): `direct` runs the MLP
+// How the MLP's scores (and their derivatives) are computed (optim/method_kernels.h): `direct` runs the MLP
 // on every entry; `pieces` evaluates it as the exact piecewise-linear function it is
 // (amplifier_pieces.h); `automatic` takes the pieces when they cost far fewer multiply-adds.
 using tg::MlpPath;
 // g, out, scores: [n]; stats: [runs, 3] = (max score, sum exp(score - max), ||p g||) per run.
-// See Backend::neural_amplify_forward.
+// See MethodKernels::neural_amplify_forward.
 template <class T>
 void neural_amplify_forward(const T* g, std::int64_t n, const Mlp<T>& mlp, const std::vector<Run>& runs, double c,
                             T* out, T* scores, T* stats, MlpPath path = MlpPath::automatic);
@@ -132,7 +133,7 @@ void neural_amplify_backward(const T* dout, const T* g, std::int64_t n, const Ml
                              double c, const T* scores, const T* stats, T* dg, const std::vector<T*>& dw,
                              const std::vector<T*>& db, MlpPath path = MlpPath::automatic);
 
-// ---- Grokfast filters (grokfast.cpp) ----  all buffers [n]; see Backend::grokfast_ema / grokfast_ma
+// ---- Grokfast filters (grokfast.cpp) ----  all buffers [n]; see MethodKernels::grokfast_ema / grokfast_ma
 template <class T> void grokfast_ema(T* g, T* mu, std::int64_t n, T alpha, T lambda, bool first_step);
 template <class T>
 void grokfast_ma(T* g, T* slot, T* sum, T* comp, std::int64_t n, T lambda, std::int64_t window, bool evict,

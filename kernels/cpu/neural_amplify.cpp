@@ -1,4 +1,4 @@
-// NeuralGrok's gradient amplifier on the CPU (Backend::neural_amplify_forward / _backward).
+// NeuralGrok's gradient amplifier on the CPU (MethodKernels::neural_amplify_forward / _backward).
 //
 // Two ways to get the MLP's scores and their derivatives (MlpPath):
 //  - pieces (the default whenever it is cheaper, as it is for the model's ~423k entries): the MLP is

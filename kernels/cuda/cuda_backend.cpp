@@ -28,9 +28,9 @@
 #include <vector>
 
 #include "engine/error.h"
-#include "engine/ops.h"  // Segment
 #include "kernels/cuda/cuda_graph.h"
 #include "kernels/cuda/cuda_runtime_query.h"
+#include "kernels/cuda/gpu_context.h"
 #include "kernels/cuda/host_staging.h"
 #include "kernels/cuda/launch.cuh"
 
@@ -104,25 +104,6 @@ void raw_free(void* ptr) {
 
 // ---------------------------------------------------------------- tensor arguments
 
-enum class Want { f32, i32, word /* f32 or i32: 4-byte moves */ };
-
-struct Arg {
-  const char* name;
-  const Tensor& t;
-  Want want = Want::f32;
-  bool contiguous = true;
-};
-using Args = std::initializer_list<Arg>;
-
-std::string describe(Args args) {
-  std::string s;
-  for (const Arg& a : args) {
-    if (!s.empty()) s += ", ";
-    s += fmt::format("{} {}", a.name, a.t.str());
-  }
-  return s;
-}
-
 // The kernels' view of a tensor (engine/tensor.h's kernel_layout, the CPU backend's too), copied
 // into launch.cuh's Layout, which the .cu files see without engine headers.
 static_assert(kMaxDims == kMaxKernelDims, "launch.cuh's Layout must hold every KernelLayout");
@@ -191,11 +172,9 @@ BinaryCode binary_code(BinaryOp op) {
   throw Error("cuda kernel binary: unknown binary op");
 }
 
-template <class T> T* ptr(const Tensor& t) { return static_cast<T*>(t.raw_data()); }
-
 // ---------------------------------------------------------------- the backend
 
-class CudaBackend final : public Backend {
+class CudaBackend final : public Backend, public GpuContext {
  public:
   explicit CudaBackend(int index)
       : index_(index), name_(fmt::format("cuda:{}", index)), allocator_(name_, raw_alloc, raw_free) {
@@ -204,7 +183,6 @@ class CudaBackend final : public Backend {
     check_call(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, index_),
                "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)");
     check_call(configure_kernels(optin, limits_), "configure_kernels (cudaFuncSetAttribute)");
-    check_call(configure_amplifier_kernels(optin, amp_smem_limit_), "configure_amplifier_kernels (cudaFuncSetAttribute)");
     check_call(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
     check_cublas(cublasCreate(&cublas_), "cublasCreate", {});
     check_cublas(cublasSetStream(cublas_, stream_), "cublasSetStream", {});
@@ -226,6 +204,15 @@ class CudaBackend final : public Backend {
 
   Allocator& allocator() override {
     activate();  // cudaMalloc allocates on the current device
+    return allocator_;
+  }
+
+  // GpuContext (gpu_context.h), through which the method kernels launch on this GPU's stream; activate,
+  // prepare, check_call and check_kernel below serve both.
+  int index() const override { return index_; }
+  cudaStream_t stream() const override { return stream_; }
+  CachingAllocator& caching_allocator() override {
+    activate();
     return allocator_;
   }
 
@@ -629,81 +616,6 @@ class CudaBackend final : public Backend {
                  "cross_entropy_backward", args);
   }
 
-  // ---- NeuralGrok amplifier and Grokfast filters
-
-  void neural_amplify_forward(const Tensor& g, const std::vector<Tensor>& weights,
-                              const std::vector<Segment>& segments, double c, const Tensor& out, const Tensor& scores,
-                              const Tensor& stats) override {
-    const char* op = "neural_amplify_forward";
-    const Args args = {{"g", g}, {"out", out}, {"scores", scores}, {"stats", stats}};
-    prepare(op, args);
-    const AmpMlp mlp = amp_mlp(op, weights);
-    const bool pieces = amp_use_pieces(op, mlp, weights);
-    const int entries = pieces ? 0 : amp_tile_entries(op, mlp, weights);
-    std::vector<std::int64_t> begin, size;
-    for (const Segment& s : segments) {
-      begin.push_back(s.begin);
-      size.push_back(s.size);
-    }
-    const auto count = static_cast<std::int64_t>(segments.size());
-    const std::size_t bytes = neural_amplify_forward_workspace_bytes(mlp, size.data(), count, entries, pieces);
-    Scratch scratch(allocator_, bytes, op);
-    check_kernel(launch_neural_amplify_forward(ptr<const float>(g), g.numel(), mlp, begin.data(), size.data(), count,
-                                               static_cast<float>(c), entries, pieces, ptr<float>(out),
-                                               ptr<float>(scores), ptr<float>(stats), scratch.get(), bytes, stream_),
-                 op, args);
-  }
-
-  void neural_amplify_backward(const Tensor& dout, const Tensor& g, const std::vector<Tensor>& weights,
-                               const std::vector<Segment>& segments, double c, const Tensor& scores,
-                               const Tensor& stats, const Tensor& dg, const std::vector<Tensor>& dweights) override {
-    const char* op = "neural_amplify_backward";
-    const Args args = {{"dout", dout}, {"g", g}, {"scores", scores}, {"stats", stats}, {"dg", dg}};
-    prepare(op, args);
-    const AmpMlp mlp = amp_mlp(op, weights);
-    const bool pieces = amp_use_pieces(op, mlp, weights);
-    const int entries = pieces ? 0 : amp_tile_entries(op, mlp, weights);
-    TG_CHECK(dweights.size() == weights.size(), "cuda kernel {}: {} weight gradients for {} weights", op,
-             dweights.size(), weights.size());
-    AmpGrads grads;
-    for (std::size_t i = 0; i < dweights.size(); ++i) {
-      prepare(op, {{"dweight", dweights[i]}});
-      TG_CHECK(dweights[i].numel() == weights[i].numel(), "cuda kernel {}: gradient {} does not match weight {}", op,
-               dweights[i].str(), weights[i].str());
-      (i % 2 == 0 ? grads.w : grads.b)[i / 2] = ptr<float>(dweights[i]);
-    }
-    std::vector<std::int64_t> begin, size;
-    for (const Segment& s : segments) {
-      begin.push_back(s.begin);
-      size.push_back(s.size);
-    }
-    const auto count = static_cast<std::int64_t>(segments.size());
-    const std::size_t bytes = neural_amplify_backward_workspace_bytes(mlp, g.numel(), count, pieces);
-    Scratch scratch(allocator_, bytes, op);
-    check_kernel(launch_neural_amplify_backward(ptr<const float>(dout), ptr<const float>(g), g.numel(), mlp,
-                                                begin.data(), size.data(), count, static_cast<float>(c), entries,
-                                                pieces, ptr<const float>(scores), ptr<const float>(stats),
-                                                ptr<float>(dg), grads, scratch.get(), bytes, stream_),
-                 op, args);
-  }
-
-  void grokfast_ema(const Tensor& grad, const Tensor& mu, double alpha, double lambda, bool first_step) override {
-    const Args args = {{"grad", grad}, {"mu", mu}};
-    prepare("grokfast_ema", args);
-    check_kernel(launch_grokfast_ema(ptr<float>(grad), ptr<float>(mu), grad.numel(), static_cast<float>(alpha),
-                                     static_cast<float>(lambda), first_step, stream_),
-                 "grokfast_ema", args);
-  }
-
-  void grokfast_ma(const Tensor& grad, const Tensor& slot, const Tensor& sum, const Tensor& comp, double lambda,
-                   std::int64_t window, bool evict, bool amplify) override {
-    const Args args = {{"grad", grad}, {"slot", slot}, {"sum", sum}, {"comp", comp}};
-    prepare("grokfast_ma", args);
-    check_kernel(launch_grokfast_ma(ptr<float>(grad), ptr<float>(slot), ptr<float>(sum), ptr<float>(comp),
-                                    grad.numel(), static_cast<float>(lambda), window, evict, amplify, stream_),
-                 "grokfast_ma", args);
-  }
-
   // ---- CUDA graphs
 
   void begin_capture() override {
@@ -789,87 +701,8 @@ class CudaBackend final : public Backend {
              op, name_);
   }
 
-  // The amplifier's weights [W0, b0, ..., Wk, bk] (checked by the op layer) as the kernels' AmpMlp.
-  AmpMlp amp_mlp(const char* op, const std::vector<Tensor>& weights) {
-    const auto layers = static_cast<std::int64_t>(weights.size() / 2);
-    TG_CHECK(layers >= 2 && layers <= kMaxAmpLayers,
-             "cuda kernel {}: the amplifier has {} linear layers; the GPU kernels take 2 to {} (at most {} hidden "
-             "layers)",
-             op, layers, kMaxAmpLayers, kMaxAmpLayers - 1);
-    AmpMlp mlp;
-    mlp.layers = static_cast<int>(layers);
-    for (std::int64_t l = 0; l < layers; ++l) {
-      const Tensor& w = weights[static_cast<std::size_t>(2 * l)];
-      const Tensor& b = weights[static_cast<std::size_t>(2 * l + 1)];
-      prepare(op, {{"weight", w}, {"bias", b}});
-      TG_CHECK(w.dim() == 2 && w.size(0) <= INT_MAX && w.size(1) <= INT_MAX,
-               "cuda kernel {}: amplifier weight {} is not a [out, in] matrix of int sizes", op, w.str());
-      mlp.out[l] = static_cast<int>(w.size(0));
-      mlp.in[l] = static_cast<int>(w.size(1));
-      mlp.w[l] = ptr<const float>(w);
-      mlp.b[l] = ptr<const float>(b);
-    }
-    return mlp;
-  }
-
-  // Whether the amplifier kernels evaluate this MLP as pieces (amplifier_mlp_path(), engine/backend.h):
-  // always when the pieces path takes it, unless `direct` is asked for; asking for `pieces` for an
-  // MLP it does not take is an error.
-  bool amp_use_pieces(const char* op, const AmpMlp& mlp, const std::vector<Tensor>& weights) const {
-    const MlpPath path = amplifier_mlp_path();
-    if (path == MlpPath::direct) return false;
-    if (amplifier_pieces_supported(mlp)) return true;
-    TG_CHECK(path != MlpPath::pieces,
-             "cuda kernel {}: the amplifier MLP ({} linear layers) cannot run as pieces on the GPU (at most {} "
-             "linear layers, {} units per layer, {} possible pieces, the product of (hidden size + 1), and {} "
-             "possible unit states per level); use the direct path",
-             op, weights.size() / 2, kMaxPieceLayers, kMaxPieceWidth, kMaxAmpPieces, kMaxPieceStates);
-    return false;
-  }
-
-  // Entries per tile for this MLP on this GPU; an error when its hidden layers are too wide.
-  int amp_tile_entries(const char* op, const AmpMlp& mlp, const std::vector<Tensor>& weights) const {
-    const int entries = amplifier_tile_entries(mlp, amp_smem_limit_);
-    if (entries > 0) return entries;
-    std::string sizes;
-    for (std::size_t i = 0; i + 2 < weights.size(); i += 2) {
-      if (!sizes.empty()) sizes += ',';
-      sizes += fmt::format("{}", weights[i].size(0));
-    }
-    throw Error(fmt::format("cuda kernel {} on {}: amplifier hidden sizes ({}) need more than the {} bytes of shared "
-                            "memory a block may use on this GPU, even one entry per tile; use narrower hidden layers "
-                            "or run the amplifier on the CPU",
-                            op, name_, sizes, amp_smem_limit_));
-  }
-
-  // Device memory for one call's temporaries, returned to the cache when the call returns. Safe
-  // while kernels still run: every later user of the block is queued behind them on the stream.
-  class Scratch {
-   public:
-    Scratch(CachingAllocator& allocator, std::size_t nbytes, const char* kernel)
-        : allocator_(allocator), nbytes_(nbytes), ptr_(nullptr) {
-      if (nbytes == 0) return;
-      try {
-        ptr_ = allocator.allocate(nbytes);
-      } catch (const Error& e) {  // out of memory: say which kernel wanted the workspace
-        throw Error(fmt::format("{} (workspace of cuda kernel {})", e.what(), kernel));
-      }
-    }
-    ~Scratch() {
-      if (ptr_ != nullptr) allocator_.deallocate(ptr_, nbytes_);
-    }
-    Scratch(const Scratch&) = delete;
-    Scratch& operator=(const Scratch&) = delete;
-    void* get() const { return ptr_; }
-
-   private:
-    CachingAllocator& allocator_;
-    std::size_t nbytes_;
-    void* ptr_;
-  };
-
   // Makes this GPU current for the calling thread (the runtime's current device is per thread).
-  void activate() {
+  void activate() override {
     thread_local int current = -1;
     if (current == index_) return;
     check_call(cudaSetDevice(index_), "cudaSetDevice");
@@ -885,7 +718,7 @@ class CudaBackend final : public Backend {
     return Clip{ptr<const float>(clip.norm), static_cast<float>(clip.max_norm)};
   }
 
-  void prepare(const char* op, Args args) {
+  void prepare(const char* op, Args args) override {
     for (const Arg& a : args) {
       TG_CHECK(a.t.defined(), "cuda kernel {}: {} is undefined", op, a.name);
       TG_CHECK(a.t.dtype() != DType::f64, "f64 tensors are CPU-only (op {}: {} is {})", op, a.name, a.t.str());
@@ -915,7 +748,7 @@ class CudaBackend final : public Backend {
     return segments;
   }
 
-  void check_call(cudaError_t err, const char* call) const {
+  void check_call(cudaError_t err, const char* call) const override {
     if (err == cudaSuccess) return;
     throw Error(fmt::format("cuda {} on {}: {}{}", call, name_, cuda_error_text(err), async_hint(err)));
   }
@@ -926,7 +759,7 @@ class CudaBackend final : public Backend {
                             async_hint(err)));
   }
 
-  void check_kernel(cudaError_t err, const char* kernel, Args args) const {
+  void check_kernel(cudaError_t err, const char* kernel, Args args) const override {
     if (err == cudaSuccess) return;
     throw Error(fmt::format("cuda kernel {} on {}: {}{}", kernel, describe(args), cuda_error_text(err),
                             async_hint(err)));
@@ -943,7 +776,6 @@ class CudaBackend final : public Backend {
   std::string name_;
   CachingAllocator allocator_;
   KernelLimits limits_;
-  int amp_smem_limit_ = 48 * 1024;  // dynamic shared memory the amplifier kernels may use (configure_amplifier_kernels)
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;  // cuBLAS's fixed workspace (never freed, like the handle)
@@ -980,6 +812,10 @@ Backend& backend(int index) {
     if (index < kFastSlots) fast[index].store(slot, std::memory_order_release);
   }
   return *slot;
+}
+
+GpuContext& gpu_context(int index) {
+  return static_cast<CudaBackend&>(backend(index));  // every CUDA backend is a CudaBackend
 }
 
 }  // namespace tg::cuda

@@ -1,5 +1,5 @@
-// The CUDA backend (f32, with i32 where the interface needs it): the kernels of kernels/cuda/*.cu
-// behind the Backend interface, one instance per GPU.
+// The CUDA backend (f32, with i32 where the interface needs it): the engine's kernels of kernels/cuda/*.cu
+// behind the Backend interface, one instance per GPU (the methods' kernels: cuda_method_kernels.h).
 #pragma once
 
 #include "engine/backend.h"

@@ -187,7 +187,7 @@ cudaError_t launch_cross_entropy_backward(const float* logits, const std::int32_
                                           std::int64_t v, cudaStream_t stream);
 
 // ---------------------------------------------------------------- neural_amplify.cu
-// NeuralGrok's amplifier (Backend::neural_amplify_forward / _backward). The MLP: linear layer l maps
+// NeuralGrok's amplifier (MethodKernels::neural_amplify_forward / _backward). The MLP: linear layer l maps
 // in[l] -> out[l] features (in[0] = 1, out[layers - 1] = 1), w[l]: [out[l], in[l]], b[l]: [out[l]], ReLU
 // between layers. Segments: host arrays seg_begin / seg_size [segments], sorted, disjoint, non-empty.
 constexpr int kMaxAmpLayers = 17;  // linear layers the GPU kernels take (16 hidden layers)

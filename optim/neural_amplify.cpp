@@ -1,16 +1,18 @@
-// NeuralGrok's gradient amplifier as one fused op (papers.md section 1; the composite reference is
+// NeuralGrok's gradient amplifier as one fused op (docs/methods.md; the composite reference is
 // Amplifier::apply_composite in optim/amplifier.cpp).
 //
-// Forward: one backend call runs the per-entry MLP, the per-segment softmax statistics and the
+// Forward: one method-kernel call runs the per-entry MLP, the per-segment softmax statistics and the
 // rescaling, saving only the scores [N] and per-segment (max, sum of exp, ||p g||) for the backward.
-// Backward: one backend call recomputes the MLP's hidden activations chunk by chunk and produces dg
-// and the gradient of every weight. The backward is first order only: a second derivative through
+// Backward: one method-kernel call recomputes the MLP's hidden activations chunk by chunk and produces
+// dg and the gradient of every weight. The backward is first order only: a second derivative through
 // this op (a backward pass recorded with create_graph) fails loudly, naming the op; the composite
 // path is differentiable to any order.
+#include "optim/neural_amplify.h"
+
 #include <cmath>
 
-#include "engine/ops.h"
 #include "engine/ops/op_checks.h"
+#include "engine/tape.h"
 
 namespace tg {
 
@@ -67,7 +69,8 @@ void check_segments(const Tensor& g, const std::vector<Segment>& segments) {
 
 }  // namespace
 
-Tensor neural_amplify(const Tensor& g, const TensorList& weights, const std::vector<Segment>& segments, double c) {
+Tensor neural_amplify(const Tensor& g, const TensorList& weights, const std::vector<Segment>& segments, double c,
+                      MlpPath path) {
   check_floating(kOp, g, "g");
   TG_CHECK(g.dim() == 1, "{}: g must be a flat buffer [N], got {}", kOp, g.str());
   TG_CHECK(std::isfinite(c), "{}: c must be finite, got {}", kOp, c);
@@ -82,13 +85,14 @@ Tensor neural_amplify(const Tensor& g, const TensorList& weights, const std::vec
   Tensor out = Tensor::empty({n}, g.dtype(), g.device());
   Tensor scores = Tensor::empty({n}, g.dtype(), g.device());
   Tensor stats = Tensor::empty({count, 3}, g.dtype(), g.device());
-  backend_of(g).neural_amplify_forward(gc, wc, segments, c, out, scores, stats);
+  method_kernels_for(g.device()).neural_amplify_forward(gc, wc, segments, c, path, out, scores, stats);
 
   TensorList inputs{g};
   inputs.insert(inputs.end(), weights.begin(), weights.end());
   TensorList outputs{out};
   tape().record(kOp, inputs, outputs,
-                [gc, wc, segments, c, scores, stats](const TensorList& grads, const std::vector<bool>&) -> TensorList {
+                [gc, wc, segments, c, path, scores, stats](const TensorList& grads,
+                                                           const std::vector<bool>&) -> TensorList {
                   if (grad_mode_enabled()) {
                     throw Error(fmt::format(
                         "op '{}' has no backward rule: tapegrok cannot differentiate through it (this is a "
@@ -101,7 +105,8 @@ Tensor neural_amplify(const Tensor& g, const TensorList& weights, const std::vec
                   Tensor dg = Tensor::empty(gc.shape(), gc.dtype(), gc.device());
                   TensorList dweights;
                   for (const Tensor& w : wc) dweights.push_back(Tensor::empty(w.shape(), w.dtype(), w.device()));
-                  backend_of(gc).neural_amplify_backward(dout, gc, wc, segments, c, scores, stats, dg, dweights);
+                  method_kernels_for(gc.device())
+                      .neural_amplify_backward(dout, gc, wc, segments, c, path, scores, stats, dg, dweights);
                   TensorList result{dg};
                   result.insert(result.end(), dweights.begin(), dweights.end());
                   return result;
