@@ -23,41 +23,29 @@ namespace {
 
 std::string errno_text(int err) { return std::system_category().message(err); }
 
-struct FileBytes {
-  std::unique_ptr<std::uint8_t[]> data;
-  std::size_t size = 0;
+// An open file, closed on scope exit.
+struct FileHandle {
+  int fd = -1;
+  ~FileHandle() {
+    if (fd >= 0) ::close(fd);
+  }
 };
 
-FileBytes read_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    throw Error(fmt::format("load_safetensors: cannot open {}: {}", path, errno_text(err)));
-  }
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    throw Error(fmt::format("load_safetensors: cannot stat {}: {}", path, errno_text(err)));
-  }
-  TG_CHECK(S_ISREG(st.st_mode), "load_safetensors: {} is not a regular file", path);
-  FileBytes out;
-  const auto size = static_cast<std::size_t>(st.st_size);
-  out.data.reset(new std::uint8_t[size > 0 ? size : 1]);
-  while (out.size < size) {
-    const ssize_t r = ::read(fd, out.data.get() + out.size, size - out.size);
+// Reads exactly n bytes at offset, or throws naming the file (a file that shrank is truncated).
+void read_at(int fd, const std::string& path, std::uint64_t offset, void* out, std::size_t n) {
+  auto* p = static_cast<char*>(out);
+  while (n > 0) {
+    const ssize_t r = ::pread(fd, p, n, static_cast<off_t>(offset));
+    if (r < 0 && errno == EINTR) continue;
     if (r < 0) {
-      if (errno == EINTR) continue;
       const int err = errno;
       throw Error(fmt::format("load_safetensors: cannot read {}: {}", path, errno_text(err)));
     }
-    if (r == 0) break;  // the file shrank meanwhile: parse what is there
-    out.size += static_cast<std::size_t>(r);
+    TG_CHECK(r > 0, "load_safetensors: {} ended early (did it shrink while being read?)", path);
+    p += r;
+    n -= static_cast<std::size_t>(r);
+    offset += static_cast<std::uint64_t>(r);
   }
-  return out;
 }
 
 }  // namespace
@@ -100,8 +88,34 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
 }
 
 SafetensorsFile load_safetensors(const std::string& path) {
-  const FileBytes file = read_file(path);
-  const SafetensorsHeader header = parse_safetensors_header(file.data.get(), file.size, path);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below like any non-file.
+  FileHandle file{::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC)};
+  if (file.fd < 0) {
+    const int err = errno;
+    throw Error(fmt::format("load_safetensors: cannot open {}: {}", path, errno_text(err)));
+  }
+  struct stat st {};
+  if (::fstat(file.fd, &st) != 0) {
+    const int err = errno;
+    throw Error(fmt::format("load_safetensors: cannot stat {}: {}", path, errno_text(err)));
+  }
+  TG_CHECK(S_ISREG(st.st_mode), "load_safetensors: {} is not a regular file", path);
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+
+  // The length and the header first: nothing larger than the header is read or allocated before the
+  // header has been checked against the file's size.
+  std::vector<std::uint8_t> head(8);
+  if (size >= 8) read_at(file.fd, path, 0, head.data(), 8);
+  std::uint64_t header_len = 0;
+  std::memcpy(&header_len, head.data(), 8);
+  if (size >= 8 && header_len <= kSafetensorsMaxHeaderBytes && header_len <= size - 8) {
+    head.resize(8 + header_len);
+    read_at(file.fd, path, 8, head.data() + 8, header_len);
+  }
+  const SafetensorsHeader header =
+      parse_safetensors_header(head.data(), size >= 8 ? head.size() : static_cast<std::size_t>(size), size, path);
+
+  // Every entry lies inside the file (checked), so the tensors together take at most its size.
   SafetensorsFile out;
   out.path = path;
   out.metadata = header.metadata;
@@ -111,10 +125,10 @@ SafetensorsFile load_safetensors(const std::string& path) {
     TG_CHECK(dtype.has_value(),
              "safetensors file {}: tensor '{}' has dtype {}, which is not supported by tapegrok (it reads F32, F64 "
              "and I32)",
-             path, e.name, e.dtype);
+             path, printable(e.name), printable(e.dtype));
     Tensor t = Tensor::empty(e.shape, *dtype);
     const std::uint64_t bytes = e.end - e.begin;
-    if (bytes > 0) std::memcpy(t.raw_data(), file.data.get() + header.data_start + e.begin, bytes);
+    if (bytes > 0) read_at(file.fd, path, header.data_start + e.begin, t.raw_data(), bytes);
     out.names.push_back(e.name);
     out.tensors.emplace(e.name, std::move(t));
   }
@@ -129,7 +143,7 @@ std::int64_t SafetensorsFile::metadata_integer(const std::string& key, std::int6
   const char* end = text.data() + text.size();
   const auto [stop, error] = std::from_chars(text.data(), end, value);
   TG_CHECK(!text.empty() && error == std::errc() && stop == end, "{}: metadata entry '{}' = \"{}\" is not an integer",
-           path, key, text);
+           path, key, printable(text));
   TG_CHECK(value >= min && value <= max, "{}: metadata entry '{}' = {} is outside [{}, {}]", path, key, value, min,
            max);
   return value;
@@ -140,7 +154,9 @@ const Tensor& SafetensorsFile::at(const std::string& name) const {
   if (it != tensors.end()) return it->second;
   constexpr std::size_t kShown = 8;
   std::string listed;
-  for (std::size_t i = 0; i < names.size() && i < kShown; ++i) listed += fmt::format("{}'{}'", i ? ", " : "", names[i]);
+  for (std::size_t i = 0; i < names.size() && i < kShown; ++i) {
+    listed += fmt::format("{}'{}'", i ? ", " : "", printable(names[i]));
+  }
   if (names.size() > kShown) listed += fmt::format(", ... ({} more)", names.size() - kShown);
   throw Error(fmt::format("safetensors file {}: no tensor named '{}' (it holds {} tensor{}{}{})", path, name,
                           names.size(), names.size() == 1 ? "" : "s", names.empty() ? "" : ": ", listed));

@@ -12,6 +12,27 @@
 #include "engine/error.h"
 
 namespace tg {
+
+// A name from a hostile file, safe to put into an error message: control characters, quotes and
+// backslashes escaped, at most ~120 bytes.
+std::string printable(std::string_view s) {
+  constexpr std::size_t kLimit = 120;
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (out.size() >= kLimit) {
+      out += fmt::format("... ({} bytes in all)", s.size());
+      break;
+    }
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f || c == '\\' || c == '\'') {
+      out += fmt::format("\\x{:02x}", c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
 namespace {
 
 static_assert(std::endian::native == std::endian::little,
@@ -34,25 +55,6 @@ constexpr DtypeBits kDtypes[] = {
 
 constexpr std::uint64_t kInt64Max = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
 
-// A name from a hostile file, safe to put into an error message: control characters, quotes and
-// backslashes escaped, at most ~120 bytes.
-std::string printable(std::string_view s) {
-  constexpr std::size_t kLimit = 120;
-  std::string out;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (out.size() >= kLimit) {
-      out += fmt::format("... ({} bytes in all)", s.size());
-      break;
-    }
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c == 0x7f || c == '\\' || c == '\'') {
-      out += fmt::format("\\x{:02x}", c);
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
-}
 
 std::string clip(std::string_view s, std::size_t limit) {
   if (s.size() <= limit) return std::string(s);
@@ -418,10 +420,16 @@ std::optional<DType> dtype_from_safetensors(std::string_view dtype) {
 }
 
 SafetensorsHeader parse_safetensors_header(const std::uint8_t* bytes, std::size_t size, const std::string& origin) {
+  return parse_safetensors_header(bytes, size, size, origin);
+}
+
+SafetensorsHeader parse_safetensors_header(const std::uint8_t* bytes, std::size_t available, std::uint64_t size,
+                                           const std::string& origin) {
   const std::string prefix = fmt::format("safetensors file {}", origin);
-  TG_CHECK(bytes != nullptr || size == 0, "{}: no data", prefix);
-  TG_CHECK(size >= 8, "{}: the file has {} bytes, fewer than the 8 of the header length (is it truncated?)", prefix,
-           size);
+  TG_CHECK(bytes != nullptr || available == 0, "{}: no data", prefix);
+  TG_CHECK(available <= size, "{}: {} bytes given of a {}-byte file", prefix, available, size);
+  TG_CHECK(size >= 8 && available >= 8,
+           "{}: the file has {} bytes, fewer than the 8 of the header length (is it truncated?)", prefix, size);
   std::uint64_t header_len = 0;
   std::memcpy(&header_len, bytes, 8);  // little-endian (static_assert above)
   TG_CHECK(header_len <= kSafetensorsMaxHeaderBytes,
@@ -430,8 +438,15 @@ SafetensorsHeader parse_safetensors_header(const std::uint8_t* bytes, std::size_
   TG_CHECK(header_len <= size - 8,
            "{}: the header length {} reaches past the end of the file, which has {} bytes (is it truncated?)", prefix,
            header_len, size);
+  TG_CHECK(8 + header_len <= available, "{}: only {} of the header's {} bytes were read", prefix, available - 8,
+           header_len);
   TG_CHECK(header_len > 0 && bytes[8] == '{', "{}: the header does not start with '{{' (not a safetensors file?)",
            prefix);
+  // JSON has no NUL; a parser that stopped at one would accept "{...}\0anything".
+  if (const void* nul = std::memchr(bytes + 8, 0, header_len)) {
+    throw Error(fmt::format("{}: the header holds a NUL byte at offset {}", prefix,
+                            static_cast<const std::uint8_t*>(nul) - bytes));
+  }
 
   const std::uint64_t data_start = 8 + header_len;
   HeaderSax sax(prefix, size - data_start);

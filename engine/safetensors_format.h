@@ -70,6 +70,14 @@ std::optional<DType> dtype_from_safetensors(std::string_view dtype);
 
 // Parses and validates the header of the safetensors file held in bytes[0, size). See above.
 SafetensorsHeader parse_safetensors_header(const std::uint8_t* bytes, std::size_t size, const std::string& origin);
+// The same from the file's first bytes alone: bytes[0, available) holds at least the length and the
+// header, file_size is the whole file's (the data section is checked against it, not read).
+SafetensorsHeader parse_safetensors_header(const std::uint8_t* bytes, std::size_t available, std::uint64_t file_size,
+                                           const std::string& origin);
+
+// A name or value from a hostile file, safe to put into an error message: control characters, quotes
+// and backslashes escaped, at most ~120 bytes.
+std::string printable(std::string_view s);
 
 // The first data_start bytes of a file holding `entries` (8-byte length + JSON header padded with
 // spaces so that the data section starts 8-byte aligned). Entries must be known dtypes, have unique

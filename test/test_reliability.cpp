@@ -7,17 +7,21 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "engine/safetensors.h"
+#include "engine/error.h"
 #include "experiments/training/run_directory.h"
+#include "experiments/training/trainer.h"
 #include "run_support.h"
 
 using namespace tgtest;
@@ -300,4 +304,70 @@ TEST_CASE("a full disk stops the run with the file's name instead of leaving emp
   CHECK_THAT(r.output, ContainsSubstring("cannot write " + dir + "/run/config.json") &&
                            ContainsSubstring("File too large"));
   CHECK_FALSE(fs::exists(dir + "/run/config.json"));
+}
+
+TEST_CASE("reading files: the header is checked before the data, non-files are refused, allocations bounded",
+          "[reliability][safetensors]") {
+  const std::string dir = fresh_temp_dir("reading");
+  // A FIFO: refused at once instead of waiting forever for a writer.
+  const std::string fifo = dir + "/fifo.safetensors";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  CHECK_THROWS_WITH(tg::load_safetensors(fifo), ContainsSubstring(fifo + " is not a regular file"));
+
+  // A 3 GB sparse file with a header length past its end: refused from its first 8 bytes, without
+  // reading (or allocating) the rest.
+  const std::string sparse = dir + "/sparse.safetensors";
+  {
+    std::ofstream out(sparse, std::ios::binary);
+    const std::uint64_t length = 1ull << 40;
+    out.write(reinterpret_cast<const char*>(&length), 8);
+  }
+  fs::resize_file(sparse, 3ull << 30);
+  rusage before{};
+  ::getrusage(RUSAGE_SELF, &before);
+  CHECK_THROWS_WITH(tg::load_safetensors(sparse), ContainsSubstring("header length"));
+  rusage after{};
+  ::getrusage(RUSAGE_SELF, &after);
+  CHECK(after.ru_maxrss - before.ru_maxrss < 256 * 1024);  // KiB: far below the file's 3 GiB
+
+  // A NUL byte inside the header ends nothing: "{...}\0junk" is not JSON.
+  std::string header = "{\"__metadata__\":{\"a\":\"b\"}}";
+  header += std::string("\0junk", 5);
+  std::string bytes(8, '\0');
+  const std::uint64_t n = header.size();
+  std::memcpy(bytes.data(), &n, 8);
+  write_text(dir + "/nul.safetensors", bytes + header);
+  CHECK_THROWS_WITH(tg::load_safetensors(dir + "/nul.safetensors"), ContainsSubstring("NUL byte at offset"));
+
+  // Names with terminal escapes are escaped in every message that shows them.
+  const std::string red = "\x1b[31mred";
+  tg::save_safetensors(dir + "/names.safetensors", {{red, tg::Tensor::zeros({1}, tg::DType::f32, tg::Device::cpu())}},
+                       {{"step", red}});
+  const tg::SafetensorsFile file = tg::load_safetensors(dir + "/names.safetensors");
+  std::string missing, counter;
+  try {
+    (void)file.at("other");
+  } catch (const tg::Error& e) {
+    missing = e.what();
+  }
+  try {
+    (void)file.metadata_integer("step");
+  } catch (const tg::Error& e) {
+    counter = e.what();
+  }
+  CHECK_THAT(missing, ContainsSubstring("\\x1b[31mred"));
+  CHECK(missing.find('\x1b') == std::string::npos);
+  CHECK_THAT(counter, ContainsSubstring("\\x1b[31mred"));
+  CHECK(counter.find('\x1b') == std::string::npos);
+
+  // A weak checkpoint of a few bytes with empty factors [23, 0] x [0, 1e8]: refused before the
+  // product (9 GB) is allocated.
+  const std::string weak = dir + "/weak.safetensors";
+  tg::save_safetensors(weak, {{"token_embeddings.A", tg::Tensor::zeros({23, 0}, tg::DType::f32, tg::Device::cpu())},
+                              {"token_embeddings.B",
+                               tg::Tensor::zeros({0, 100000000}, tg::DType::f32, tg::Device::cpu())}});
+  tg::TrainConfig c = tiny_run_config(dir + "/target");
+  c.embedding_rank = 4;
+  c.init_embedding_from = weak;
+  CHECK_THROWS_WITH(tg::Trainer(c), ContainsSubstring("make an embedding larger than"));
 }

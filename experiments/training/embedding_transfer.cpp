@@ -17,6 +17,10 @@ namespace tg {
 
 // ---------------------------------------------------------------- the embedding pass
 
+// The largest embedding a run accepts: every modulus up to 4096 plus operators, and --width's limit.
+constexpr std::int64_t kMaxVocab = 8192;
+constexpr std::int64_t kMaxEmbeddingDim = 65536;
+
 namespace {
 
 // The weak model's run config from a tapegrok checkpoint's metadata, checked against the target's split.
@@ -76,6 +80,11 @@ TransferInfo transfer_embedding(const std::string& path, const ParameterTable& p
     const Tensor a = check_2d(kTokenEmbeddingA), b = check_2d(kTokenEmbeddingB);
     TG_CHECK(a.size(1) == b.size(0), "{}: factors '{}' {} and '{}' {} do not multiply", where, kTokenEmbeddingA,
              a.str(), kTokenEmbeddingB, b.str());
+    // Their product is allocated: bound it like the model sizes a run accepts (a file of a few bytes
+    // can hold empty factors [V, 0] x [0, 1e8] whose product would take gigabytes).
+    TG_CHECK(a.size(0) <= kMaxVocab && b.size(1) <= kMaxEmbeddingDim,
+             "{}: factors '{}' {} and '{}' {} make an embedding larger than [{}, {}]", where, kTokenEmbeddingA, a.str(),
+             kTokenEmbeddingB, b.str(), kMaxVocab, kMaxEmbeddingDim);
     NoGradGuard no_grad;
     weak = matmul(a, b);
     info.source = fmt::format("{} * {}", kTokenEmbeddingA, kTokenEmbeddingB);
