@@ -1,6 +1,7 @@
 #include "engine/safetensors.h"
 
 #include <charconv>
+#include <cmath>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -170,6 +171,15 @@ void expect_tensor(const SafetensorsFile& file, const std::string& name, DType d
   TG_CHECK(t.dtype() == dtype && t.shape() == shape,
            "checkpoint {}: tensor '{}' has shape {} {} but the model needs {} {}", file.path, name,
            shape_str(t.shape()), dtype_name(t.dtype()), shape_str(shape), dtype_name(dtype));
+  // Weights and optimizer state are never NaN or inf in a run that did not diverge.
+  auto check_finite = [&](const auto* v) {
+    for (std::int64_t i = 0; i < t.numel(); ++i) {
+      TG_CHECK(std::isfinite(v[i]), "checkpoint {}: tensor '{}' holds {} at flat index {}", file.path, name,
+               static_cast<double>(v[i]), i);
+    }
+  };
+  if (t.dtype() == DType::f32) check_finite(static_cast<const float*>(t.raw_data()));
+  if (t.dtype() == DType::f64) check_finite(static_cast<const double*>(t.raw_data()));
 }
 
 }  // namespace tg

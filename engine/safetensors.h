@@ -47,7 +47,7 @@ SafetensorsFile load_safetensors(const std::string& path);
 
 // Throws a tg::Error like "checkpoint runs/x/ckpt.safetensors: tensor 'head.weight' has shape
 // [99, 128] f32 but the model needs [101, 128] f32" when the tensor is missing or differs in
-// dtype or shape.
+// dtype or shape, and names the first NaN or inf of a float tensor.
 void expect_tensor(const SafetensorsFile& file, const std::string& name, DType dtype, const Shape& shape);
 
 }  // namespace tg

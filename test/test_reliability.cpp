@@ -12,9 +12,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <filesystem>
 #include <fstream>
+#include <cblas.h>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -370,4 +373,59 @@ TEST_CASE("reading files: the header is checked before the data, non-files are r
   c.embedding_rank = 4;
   c.init_embedding_from = weak;
   CHECK_THROWS_WITH(tg::Trainer(c), ContainsSubstring("make an embedding larger than"));
+}
+
+TEST_CASE("numerical faults stop a run, eval and a loaded amplifier, naming the tensor", "[reliability][numerics]") {
+  const std::string dir = fresh_temp_dir("numerics");
+  // Gradients rescaled to norm 1e30 per tensor: Adam's second moment overflows to inf while every
+  // loss stays finite (the update becomes 0, and the run would "train" without moving).
+  const CliResult huge = run_tapegrok(train_args(dir + "/huge", {"--steps", "8", "--grad-normalize", "1e30"}));
+  CHECK(huge.code != 0);
+  CHECK_THAT(huge.output, ContainsSubstring("training diverged by step") &&
+                              ContainsSubstring("the optimizer's exp_avg_sq of tensor '"));
+
+  // NaN weights in a checkpoint: eval and resume refuse it, naming the tensor.
+  REQUIRE(run_tapegrok(train_args(dir + "/run", {"--steps", "8"})).code == 0);
+  tg::SafetensorsFile file = tg::load_safetensors(dir + "/run/checkpoint.safetensors");
+  std::vector<std::pair<std::string, tg::Tensor>> tensors;
+  for (const std::string& name : file.names) {
+    tg::Tensor t = file.at(name).clone();
+    if (name == "head.weight") static_cast<float*>(t.raw_data())[5] = std::nanf("");
+    tensors.emplace_back(name, t);
+  }
+  fs::create_directories(dir + "/nan");
+  tg::save_safetensors(dir + "/nan/checkpoint.safetensors", tensors, file.metadata);
+  const CliResult eval = run_tapegrok({"eval", "--checkpoint", dir + "/nan/checkpoint.safetensors"});
+  CHECK(eval.code != 0);
+  CHECK_THAT(eval.output, ContainsSubstring("tensor 'head.weight' holds nan at flat index 5"));
+  const CliResult resume = run_tapegrok({"train", "--resume", dir + "/nan/checkpoint.safetensors", "--no-progress"});
+  CHECK(resume.code != 0);
+  CHECK_THAT(resume.output, ContainsSubstring("tensor 'head.weight' holds nan"));
+
+  // A NaN amplifier (--amp-from) is refused before it trains.
+  REQUIRE(run_tapegrok(train_args(dir + "/ng", {"--steps", "4", "--method", "neuralgrok", "--outer-fraction", "0.05",
+                                                "--amp-hidden", "4,4"}))
+              .code == 0);
+  tg::SafetensorsFile amp = tg::load_safetensors(dir + "/ng/amplifier.safetensors");
+  std::vector<std::pair<std::string, tg::Tensor>> amp_tensors;
+  for (const std::string& name : amp.names) {
+    tg::Tensor t = amp.at(name).clone();
+    static_cast<float*>(t.raw_data())[0] = std::numeric_limits<float>::infinity();
+    amp_tensors.emplace_back(name, t);
+  }
+  tg::save_safetensors(dir + "/bad_amp.safetensors", amp_tensors, amp.metadata);
+  const CliResult from = run_tapegrok(train_args(dir + "/ng2", {"--steps", "4", "--method", "neuralgrok",
+                                                                "--outer-fraction", "0.05", "--amp-hidden", "4,4",
+                                                                "--amp-from", dir + "/bad_amp.safetensors"}));
+  CHECK(from.code != 0);
+  CHECK_THAT(from.output, ContainsSubstring("holds inf at flat index 0"));
+  CHECK_FALSE(fs::exists(dir + "/ng2/checkpoint.safetensors"));
+}
+
+TEST_CASE("config.json records the BLAS thread count the run's bits depend on", "[reliability][determinism]") {
+  const std::string dir = fresh_temp_dir("threads");
+  REQUIRE(run_tapegrok(train_args(dir + "/run", {"--steps", "2"})).code == 0);
+  const auto config = nlohmann::json::parse(read_file(dir + "/run/config.json"));
+  CHECK(config.at("runtime").at("blas_threads") == openblas_get_num_threads());
+  CHECK(config.at("runtime").at("device") == "cpu");
 }

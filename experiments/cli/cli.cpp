@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <filesystem>
 #include <functional>
 #include <iostream>
@@ -131,6 +132,8 @@ int run_cli(int argc, char** argv) {
       auto record = [&](const char* name, const std::vector<std::int64_t>& examples) {
         if (examples.empty()) return;
         const EvalStats e = trainer.evaluate(examples);
+        TG_CHECK(std::isfinite(e.loss), "eval {}: the {} loss is {} (the weights are finite, so the logits overflow)",
+                 eval_checkpoint, name, e.loss);
         result[name] = {{"loss", e.loss}, {"accuracy", e.accuracy}, {"examples", e.examples}};
       };
       record("train", trainer.split().train);

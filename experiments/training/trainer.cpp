@@ -1,5 +1,6 @@
 #include "experiments/training/trainer.h"
 
+#include <cblas.h>
 #include <fmt/format.h>
 
 #include <cmath>
@@ -200,6 +201,27 @@ StepStats Trainer::step_sync_free(const StepInput& request, const std::vector<st
   return s;
 }
 
+void Trainer::check_finite_state() const {
+  // One segmented sum per flat buffer: a NaN or inf anywhere in a tensor makes its sum non-finite.
+  Backend& be = backend_for(device_);
+  const auto tensors = static_cast<std::int64_t>(params_.size());
+  auto check = [&](const Tensor& flat, const std::string& what) {
+    Tensor sums = Tensor::empty({tensors}, dtype_, device_);
+    be.segmented_reduce(ReduceOp::sum, flat, params_.offsets(), sums);
+    const std::vector<double> v = sums.to(Device::cpu()).to(DType::f64).to_vector<double>();
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      TG_CHECK(std::isfinite(v[i]),
+               "training diverged by step {}: {} of tensor '{}' holds NaN or inf (lr {}); the losses stayed finite "
+               "so far, so look at settings that scale the update (--grad-normalize, --amp-c, --lr)",
+               progress_.step, what, params_.name(i), config_.lr);
+    }
+  };
+  check(params_.flat_values(), "the weights");
+  for (const auto& [name, buffer] : optimizer_->state()) {
+    if (buffer.numel() == params_.flat_values().numel()) check(buffer, "the optimizer's " + name);
+  }
+}
+
 std::vector<StepStats> Trainer::read_step_stats() {
   std::vector<StepStats> out;
   if (mode_ != StepMode::sync_free) return out;
@@ -276,7 +298,11 @@ EvalStats Trainer::evaluate(const std::vector<std::int64_t>& examples) const {
 
 RunProgress Trainer::run() {
   const RunDirectory dir(config_.run_dir, resumed_);
-  dir.write_text("config.json", to_json(config_).dump(2) + "\n");
+  // The settings, and beside them what else decides the bits (README, "Determinism"): the BLAS
+  // thread count partitions the GEMMs.
+  nlohmann::json config = to_json(config_);
+  config["runtime"] = {{"blas_threads", openblas_get_num_threads()}, {"device", device_.str()}};
+  dir.write_text("config.json", config.dump(2) + "\n");
   MetricsLog metrics(dir.file("metrics.jsonl"), resumed_ ? progress_.step : -1);
   ProgressDisplay display(config_.progress, config_.max_steps);
   const std::string checkpoint_path = dir.file("checkpoint.safetensors");
@@ -326,6 +352,7 @@ RunProgress Trainer::run() {
     bool stop = false;
     if (progress_.step % every == 0 || last) {
       absorb_device_stats();
+      check_finite_state();
       const EvalStats test = evaluate(split_.test);
       const double train_loss = loss_sum / static_cast<double>(since_eval);
       const double train_acc = acc_sum / static_cast<double>(since_eval);
@@ -376,6 +403,7 @@ RunProgress Trainer::run() {
     checkpoint_due |= config_.checkpoint_every > 0 && progress_.step % config_.checkpoint_every == 0;
     if (checkpoint_due && !window_.open) {
       absorb_device_stats();  // a diverged run must stop before it overwrites its checkpoint
+      check_finite_state();
       save_checkpoint(checkpoint_path);
       checkpoint_due = false;
     }

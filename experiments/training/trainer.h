@@ -89,6 +89,9 @@ class Trainer {
   StepStats step_sync_free(const StepInput& in, const std::vector<std::int64_t>& examples);
   bool replayable() const;
   RunState run_state();
+  // Throws naming the first weight or optimizer-state tensor that holds NaN or inf (an update can
+  // break them while the loss still looks finite, e.g. an overflowing second moment).
+  void check_finite_state() const;
 
   TrainConfig config_;
   Device device_;
