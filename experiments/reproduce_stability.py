@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 METHODS = {  # name: (label, flags); all without weight decay
-    "standard-wd0": ("standard, no weight decay", ["--weight-decay", "0"]),
+    "standard-wd0": ("standard (no weight decay)", ["--weight-decay", "0"]),
     "stablemax": ("StableMax CE", ["--loss", "stablemax", "--weight-decay", "0"]),
     "perp-grad": ("⊥Grad", ["--method", "perp-grad", "--weight-decay", "0"]),
 }
