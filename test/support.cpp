@@ -1,7 +1,11 @@
 #include "support.h"
 
+#include <sys/resource.h>
+
 #include <cmath>
+#include <csignal>
 #include <limits>
+#include <stdexcept>
 
 namespace tgtest {
 
@@ -153,6 +157,23 @@ GradCheckResult gradgradcheck(const Function& f, const TensorList& inputs, doubl
     }
   }
   return worst;
+}
+
+FileSizeLimit::FileSizeLimit(unsigned long bytes) {
+  old_handler_ = std::signal(SIGXFSZ, SIG_IGN);
+  rlimit limit{};
+  ::getrlimit(RLIMIT_FSIZE, &limit);
+  old_soft_limit_ = limit.rlim_cur;
+  limit.rlim_cur = bytes;
+  if (::setrlimit(RLIMIT_FSIZE, &limit) != 0) throw std::runtime_error("FileSizeLimit: setrlimit failed");
+}
+
+FileSizeLimit::~FileSizeLimit() {
+  rlimit limit{};
+  ::getrlimit(RLIMIT_FSIZE, &limit);
+  limit.rlim_cur = old_soft_limit_;
+  ::setrlimit(RLIMIT_FSIZE, &limit);
+  std::signal(SIGXFSZ, old_handler_);
 }
 
 }  // namespace tgtest

@@ -43,4 +43,18 @@ GradCheckResult gradcheck(const Function& f, const TensorList& inputs, std::vect
 // against central differences of that gradient, i.e. Hessian-vector products of f.
 GradCheckResult gradgradcheck(const Function& f, const TensorList& inputs, double step = 1e-5, std::uint64_t seed = 11);
 
+// While alive, write() past `bytes` in any file fails with EFBIG, even for root, as a full disk fails
+// it with ENOSPC (RLIMIT_FSIZE, with SIGXFSZ ignored so the process survives).
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(unsigned long bytes);
+  ~FileSizeLimit();
+  FileSizeLimit(const FileSizeLimit&) = delete;
+  FileSizeLimit& operator=(const FileSizeLimit&) = delete;
+
+ private:
+  unsigned long old_soft_limit_ = 0;
+  void (*old_handler_)(int) = nullptr;
+};
+
 }  // namespace tgtest

@@ -1,8 +1,5 @@
 // Bad input through the CLI and run files: each case gets a clear error naming the setting or the
 // file, and loses nothing (docs/reliability.md lists what was tried).
-#include <catch2/catch_test_macros.hpp>
-#include <catch2/matchers/catch_matchers_string.hpp>
-
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -14,18 +11,22 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <limits>
 #include <filesystem>
 #include <fstream>
-#include <cblas.h>
-#include <nlohmann/json.hpp>
+#include <limits>
 #include <sstream>
 
-#include "engine/safetensors.h"
+#include <catch2/catch_test_macros.hpp>
+#include <catch2/matchers/catch_matchers_string.hpp>
+#include <cblas.h>
+#include <nlohmann/json.hpp>
+
 #include "engine/error.h"
+#include "engine/safetensors.h"
 #include "experiments/training/run_directory.h"
 #include "experiments/training/trainer.h"
 #include "run_support.h"
+#include "support.h"
 
 using namespace tgtest;
 using Catch::Matchers::ContainsSubstring;
@@ -291,18 +292,11 @@ TEST_CASE("run directories: no second run, no run at once, no links followed, no
 
 TEST_CASE("a full disk stops the run with the file's name instead of leaving empty files", "[reliability][run-dir]") {
   const std::string dir = fresh_temp_dir("disk_full");
-  // RLIMIT_FSIZE makes write() fail with EFBIG past 512 bytes, as a full disk fails it with ENOSPC.
-  struct sigaction ignore {}, old_action {};
-  ignore.sa_handler = SIG_IGN;
-  REQUIRE(::sigaction(SIGXFSZ, &ignore, &old_action) == 0);
-  rlimit old_limit{};
-  REQUIRE(::getrlimit(RLIMIT_FSIZE, &old_limit) == 0);
-  rlimit small = old_limit;
-  small.rlim_cur = 512;
-  REQUIRE(::setrlimit(RLIMIT_FSIZE, &small) == 0);
-  const CliResult r = run_tapegrok(train_args(dir + "/run", {"--steps", "8"}));
-  ::setrlimit(RLIMIT_FSIZE, &old_limit);
-  ::sigaction(SIGXFSZ, &old_action, nullptr);
+  CliResult r;
+  {
+    const FileSizeLimit limit(512);  // config.json is larger
+    r = run_tapegrok(train_args(dir + "/run", {"--steps", "8"}));
+  }
   CHECK(r.code != 0);
   CHECK_THAT(r.output, ContainsSubstring("cannot write " + dir + "/run/config.json") &&
                            ContainsSubstring("File too large"));

@@ -1,11 +1,9 @@
 // safetensors files: round trips, the byte layout checked against hand-built bytes and an
 // independent parse of what we write, every validation error, and atomic saves.
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <csignal>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -24,6 +22,7 @@
 #include "engine/safetensors.h"
 #include "engine/safetensors_format.h"
 #include "engine/tensor.h"
+#include "support.h"
 
 using namespace tg;
 using Catch::Matchers::ContainsSubstring;
@@ -403,23 +402,15 @@ TEST_CASE("safetensors: failed saves leave the old file intact and no temp files
                       ContainsSubstring(bad) && ContainsSubstring("No such file or directory"));
   }
   SECTION("the write fails halfway (file size limit)") {
-    // RLIMIT_FSIZE makes write() fail with EFBIG once the temp file reaches 4 KiB, even for root.
-    struct sigaction ignore {}, old_action {};
-    ignore.sa_handler = SIG_IGN;
-    REQUIRE(::sigaction(SIGXFSZ, &ignore, &old_action) == 0);
-    rlimit old_limit{};
-    REQUIRE(::getrlimit(RLIMIT_FSIZE, &old_limit) == 0);
-    rlimit small = old_limit;
-    small.rlim_cur = 4096;
-    REQUIRE(::setrlimit(RLIMIT_FSIZE, &small) == 0);
     std::string message;
-    try {
-      save_safetensors(path, {{"w", big}});
-    } catch (const Error& e) {
-      message = e.what();
+    {
+      const tgtest::FileSizeLimit limit(4096);  // the temp file's write fails at 4 KiB
+      try {
+        save_safetensors(path, {{"w", big}});
+      } catch (const Error& e) {
+        message = e.what();
+      }
     }
-    ::setrlimit(RLIMIT_FSIZE, &old_limit);
-    ::sigaction(SIGXFSZ, &old_action, nullptr);
     CHECK_THAT(message, ContainsSubstring(path) && ContainsSubstring("File too large"));
   }
   SECTION("the rename fails (a directory is in the way)") {

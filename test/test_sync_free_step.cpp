@@ -16,7 +16,6 @@
 #include "engine/backend.h"
 #include "engine/captured_graph.h"
 #include "engine/error.h"
-#include "experiments/cli/cli.h"
 #include "experiments/methods/neuralgrok.h"
 #include "experiments/training/trainer.h"
 #include "optim/optimizer.h"
@@ -428,12 +427,7 @@ TEST_CASE("on a GPU, replayed CUDA graphs reproduce the eager run bit for bit", 
 
 TEST_CASE("resuming a sync-free run with --cuda-graph=false switches its sync-free steps off", "[graph][cli]") {
   const std::string dir = fresh_temp_dir("cli_resume");
-  auto run = [](std::vector<std::string> args) {
-    args.insert(args.begin(), "tapegrok");
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    return run_cli(static_cast<int>(argv.size()), argv.data());
-  };
+  auto run = [](const std::vector<std::string>& args) { return run_tapegrok(args).code; };
   const std::vector<std::string> tiny = {"--task", "a+b", "--layers", "1", "--width", "32", "--batch-size", "64",
                                          "--no-progress", "--run-dir", dir};
   std::vector<std::string> first = {"train", "--steps", "6", "--cuda-graph"};

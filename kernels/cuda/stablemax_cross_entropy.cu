@@ -4,11 +4,11 @@
 //
 // Forward: one warp per row (8 rows per 256-thread block); the sum of s(x) in double by lane-strided
 // loops and the warp butterfly (deterministic; s needs no max shift). The mean loss comes out of the
-// same launch: each block sums its rows' losses in a fixed order into a partial, and the block that
-// finishes last (an integer ticket decides which; it changes no sum) adds the partials in block order.
+// same launch, the same run to run (row_loss_mean.cuh).
 // Backward: one thread per logit; the factor dloss[0] * scale is read on the device, computed in
 // double and rounded to float as on the CPU.
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/row_loss_mean.cuh"
 
 namespace tg::cuda {
 
@@ -26,7 +26,7 @@ __global__ void stablemax_cross_entropy_forward_kernel(const float* logits, cons
                                                        double* partials, unsigned int* ticket, std::int64_t n,
                                                        std::int64_t v) {
   __shared__ double warp_losses[kRowsPerBlock];
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
   double my_losses = 0.0;  // lane 0: this warp's rows, in the order it visits them
   for (std::int64_t row = blockIdx.x * std::int64_t(kRowsPerBlock) + threadIdx.x / kWarp; row < n;
        row += std::int64_t(gridDim.x) * kRowsPerBlock) {
@@ -46,21 +46,7 @@ __global__ void stablemax_cross_entropy_forward_kernel(const float* logits, cons
       my_losses += loss;
     }
   }
-  if (lane == 0) warp_losses[warp] = my_losses;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    double block_sum = 0.0;
-    for (int w = 0; w < kRowsPerBlock; ++w) block_sum += warp_losses[w];
-    partials[blockIdx.x] = block_sum;
-    __threadfence();  // the partial is visible to every block before the ticket is taken
-    if (atomicAdd(ticket, 1u) == gridDim.x - 1) {  // the last block: every partial is written
-      __threadfence();  // acquire side: no read of a partial moves above the ticket
-      const volatile double* all = partials;
-      double total = 0.0;
-      for (unsigned b = 0; b < gridDim.x; ++b) total += all[b];
-      mean[0] = inv_n * static_cast<float>(total);  // rounded as the CPU's sum, then times 1/n
-    }
-  }
+  finish_row_loss_mean(my_losses, warp_losses, partials, ticket, inv_n, mean);
 }
 
 // logits, dlogits: [n, v]; targets, sums: [n]; dloss: [1].
@@ -84,8 +70,7 @@ __global__ void stablemax_cross_entropy_backward_kernel(const float* logits, con
 }  // namespace
 
 std::size_t stablemax_cross_entropy_forward_workspace_bytes(std::int64_t n) {
-  // [blocks] double partials, then the ticket (offset rounded up to 8 bytes anyway).
-  return static_cast<std::size_t>(grid_for(n, kRowsPerBlock)) * sizeof(double) + sizeof(double);
+  return row_loss_mean_workspace_bytes(grid_for(n, kRowsPerBlock));
 }
 
 cudaError_t launch_stablemax_cross_entropy_forward(const float* logits, const std::int32_t* targets, float* losses,
@@ -94,9 +79,9 @@ cudaError_t launch_stablemax_cross_entropy_forward(const float* logits, const st
   if (n <= 0 || v <= 0) return cudaSuccess;
   if (workspace_bytes < stablemax_cross_entropy_forward_workspace_bytes(n)) return cudaErrorInvalidValue;
   const unsigned blocks = grid_for(n, kRowsPerBlock);
-  double* partials = static_cast<double*>(workspace);
-  auto* ticket = reinterpret_cast<unsigned int*>(partials + blocks);
-  TG_RETURN_IF_ERROR(cudaMemsetAsync(ticket, 0, sizeof(unsigned int), stream));
+  double* partials = nullptr;
+  unsigned int* ticket = nullptr;
+  TG_RETURN_IF_ERROR(prepare_row_loss_mean(workspace, blocks, stream, partials, ticket));
   const float inv_n = static_cast<float>(1.0 / static_cast<double>(n));
   stablemax_cross_entropy_forward_kernel<<<blocks, kThreads, 0, stream>>>(logits, targets, losses, sums, mean, inv_n,
                                                                           partials, ticket, n, v);
