@@ -57,6 +57,39 @@ TEST_CASE("the pair layout holds every (a, b) with vocabulary p", "[tasks]") {
   CHECK_THROWS_WITH(make_dataset("a*a-b", 97, TaskLayout::pair), ContainsSubstring("two operands"));
 }
 
+TEST_CASE("the interleaved layout puts each operator between its operands, with the same examples", "[tasks]") {
+  for (const std::string task : {"a-b", "a*a-b", "a*c+b*d-e"}) {
+    CAPTURE(task);
+    const std::int64_t p = task == "a*c+b*d-e" ? 7 : 97;
+    const Dataset seq = make_dataset(task, p, TaskLayout::sequence);
+    const Dataset mixed = make_dataset(task, p, TaskLayout::interleaved);
+    REQUIRE(mixed.size() == seq.size());
+    CHECK(mixed.vocab == seq.vocab);
+    CHECK(mixed.seq_len == seq.seq_len);
+    CHECK(mixed.targets == seq.targets);  // same tuples in the same order: a seed splits both alike
+    const long n = mixed.seq_len;
+    for (std::int64_t i = 0; i < mixed.size(); ++i) {
+      const std::int32_t* r = mixed.inputs.data() + i * n;
+      const std::int32_t* s = seq.inputs.data() + i * n;
+      long want = 0;
+      if (task == "a-b") {  // a - b =
+        REQUIRE((r[0] == s[0] && r[1] == p && r[2] == s[1] && r[3] == p + 1));
+        want = ((r[0] - r[2]) % p + p) % p;
+      } else if (task == "a*a-b") {  // a * a - b =
+        REQUIRE((r[0] == s[0] && r[1] == p && r[2] == s[0] && r[3] == p + 1 && r[4] == s[2] && r[5] == p + 2));
+        want = ((long(r[0]) * r[2] - r[4]) % p + p) % p;
+      } else {  // "a * b + c * d - e =" answered a*c + b*d - e; the sequence layout holds (a, c, b, d, e)
+        REQUIRE((r[0] == s[0] && r[2] == s[2] && r[4] == s[1] && r[6] == s[3] && r[8] == s[4]));
+        REQUIRE((r[1] == p && r[3] == p + 1 && r[5] == p && r[7] == p + 2 && r[9] == p + 3));
+        want = ((long(r[0]) * r[4] + long(r[2]) * r[6] - r[8]) % p + p) % p;
+      }
+      REQUIRE(mixed.targets[i] == want);
+    }
+  }
+  CHECK(parse_task_layout("interleaved") == TaskLayout::interleaved);
+  CHECK_THROWS_WITH(parse_task_layout("mixed"), ContainsSubstring("sequence, interleaved or pair"));
+}
+
 TEST_CASE("any p >= 2 works; bad tasks and moduli are clear errors", "[tasks][errors]") {
   CHECK(make_dataset("a*b", 2).size() == 2);
   CHECK(make_dataset("a*c+b*d-e", 2).size() == 8);

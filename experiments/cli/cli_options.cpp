@@ -7,7 +7,7 @@ namespace tg {
 void add_task_and_model_options(ConfigOptions& o) {
   o.add("--task", &TrainConfig::task, "a+b | a-b | a*b | a*a-b | a*c+b*d-e");
   o.add("--modulus", &TrainConfig::modulus, "modulus p (0: the task's default, 97 or 7)");
-  o.add("--layout", &TrainConfig::layout, "sequence (operands, operators, =) | pair (the two operands only)");
+  o.add("--layout", &TrainConfig::layout, "sequence (operands, operators, =) | interleaved (operators between operands) | pair (the two operands only)");
   o.add("--train-fraction", &TrainConfig::train_fraction, "fraction of all examples used for training");
   o.add("--outer-fraction", &TrainConfig::outer_fraction,
         "fraction of all examples held out of the training part (NeuralGrok's outer set)");

@@ -12,10 +12,18 @@ namespace tg {
 TaskLayout parse_task_layout(const std::string& name) {
   if (name == "sequence") return TaskLayout::sequence;
   if (name == "pair") return TaskLayout::pair;
-  throw Error(fmt::format("task layout '{}': expected sequence or pair", name));
+  if (name == "interleaved") return TaskLayout::interleaved;
+  throw Error(fmt::format("task layout '{}': expected sequence, interleaved or pair", name));
 }
 
-const char* task_layout_name(TaskLayout layout) { return layout == TaskLayout::sequence ? "sequence" : "pair"; }
+const char* task_layout_name(TaskLayout layout) {
+  switch (layout) {
+    case TaskLayout::sequence: return "sequence";
+    case TaskLayout::interleaved: return "interleaved";
+    case TaskLayout::pair: return "pair";
+  }
+  return "?";
+}
 
 const std::vector<std::string>& task_names() {
   static const std::vector<std::string> names = {"a+b", "a-b", "a*b", "a*a-b", "a*c+b*d-e"};
@@ -58,18 +66,26 @@ Dataset make_dataset(const std::string& task, std::int64_t p, TaskLayout layout)
     return d;
   }
 
+  // Both layouts enumerate the same operand tuples in the same order, so a seed splits them alike and
+  // only the positions of the tokens differ.
+  const bool interleaved = layout == TaskLayout::interleaved;
   if (binary) {
     const std::int64_t op = p, eq = p + 1;  // the operator token, then "="
     d.vocab = p + 2;
     d.seq_len = 4;
     for (std::int64_t a = 0; a < p; ++a)
-      for (std::int64_t b = 1; b < p; ++b) add_example(d, {a, b, op, eq}, binary_result(a, b));
+      for (std::int64_t b = 1; b < p; ++b) {
+        add_example(d, interleaved ? std::vector{a, op, b, eq} : std::vector{a, b, op, eq}, binary_result(a, b));
+      }
   } else if (task == "a*a-b") {
     const std::int64_t times = p, minus = p + 1, eq = p + 2;
     d.vocab = p + 3;
     d.seq_len = 6;
     for (std::int64_t a = 0; a < p; ++a)
-      for (std::int64_t b = 1; b < p; ++b) add_example(d, {a, a, b, times, minus, eq}, mod(a * a - b, p));
+      for (std::int64_t b = 1; b < p; ++b) {
+        add_example(d, interleaved ? std::vector{a, times, a, minus, b, eq} : std::vector{a, a, b, times, minus, eq},
+                    mod(a * a - b, p));
+      }
   } else {  // a*c+b*d-e
     const std::int64_t times = p, plus = p + 1, minus = p + 2, eq = p + 3;
     d.vocab = p + 4;
@@ -78,8 +94,14 @@ Dataset make_dataset(const std::string& task, std::int64_t p, TaskLayout layout)
       for (std::int64_t c = 1; c < p; ++c)
         for (std::int64_t b = 0; b < p; ++b)
           for (std::int64_t dd = 1; dd < p; ++dd)
-            for (std::int64_t e = 0; e < p; ++e)
-              add_example(d, {a, c, b, dd, e, times, plus, times, minus, eq}, mod(a * c + b * dd - e, p));
+            for (std::int64_t e = 0; e < p; ++e) {
+              // interleaved: "a * b + c * d - e =" answered a*c + b*d - e, as the official NeuralGrok code
+              // writes this task (with a, b in [0, p) and c, d in [1, p), as here).
+              add_example(d,
+                          interleaved ? std::vector{a, times, b, plus, c, times, dd, minus, e, eq}
+                                      : std::vector{a, c, b, dd, e, times, plus, times, minus, eq},
+                          mod(a * c + b * dd - e, p));
+            }
   }
   return d;
 }

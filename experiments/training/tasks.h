@@ -6,6 +6,9 @@
 //     a*a-b has the values (a, a, b) and the operators (*, -): vocabulary p + 3; the others p + 2.
 //   a*c+b*d-e (mod p, default 7): a, b, e in [0, p), c, d in [1, p)        -> p^3 (p - 1)^2 examples
 //     values (a, c, b, d, e), operators (*, +, *, -): vocabulary p + 4.
+// Layout "interleaved": the same examples with each operator between its operands, "a op b =", "a * a - b =",
+//   and "a * b + c * d - e =" for a*c+b*d-e (so the multiplied pairs sit at positions 0 and 4, 2 and 6), the
+//   token order of the official NeuralGrok code.
 // Layout "pair" (GrokTransfer): just the two operands (a, b), both in [0, p), vocabulary p; binary tasks only.
 #pragma once
 
@@ -17,8 +20,8 @@
 
 namespace tg {
 
-enum class TaskLayout { sequence, pair };
-TaskLayout parse_task_layout(const std::string& name);  // "sequence" | "pair"
+enum class TaskLayout { sequence, interleaved, pair };
+TaskLayout parse_task_layout(const std::string& name);  // "sequence" | "interleaved" | "pair"
 const char* task_layout_name(TaskLayout layout);
 
 struct Dataset {

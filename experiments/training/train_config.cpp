@@ -98,7 +98,7 @@ void read_setting(const std::string& key, const nlohmann::json& value, T& out) {
     if (value.is_number_unsigned()) {
       fits = value.get<std::uint64_t>() <= static_cast<std::uint64_t>(std::numeric_limits<T>::max());
     } else if (value.is_number_integer()) {
-      fits = std::is_signed_v<T> && value.get<std::int64_t>() >= std::numeric_limits<T>::min();
+      fits = std::is_signed_v<T> && value.get<std::int64_t>() >= static_cast<std::int64_t>(std::numeric_limits<T>::min());
     }
   } else if constexpr (std::is_floating_point_v<T>) {
     fits = value.is_number();
