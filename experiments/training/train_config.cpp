@@ -1,5 +1,6 @@
 #include "experiments/training/train_config.h"
 
+#include <algorithm>
 #include <limits>
 #include <type_traits>
 
@@ -24,6 +25,9 @@ TransformerConfig TrainConfig::model_config(std::int64_t vocab, std::int64_t seq
 }
 
 void TrainConfig::validate() const {
+  const std::vector<std::string>& tasks = task_names();
+  TG_CHECK(std::find(tasks.begin(), tasks.end(), task) != tasks.end(),
+           "--task '{}': expected one of a+b, a-b, a*b, a*a-b, a*c+b*d-e", task);
   // Sizes are bounded where a larger value could only overflow an allocation or an index, not run.
   TG_CHECK(modulus == 0 || (modulus >= 2 && modulus <= 4096), "--modulus must be 0 (the task's default) or in "
            "[2, 4096], got {}", modulus);
