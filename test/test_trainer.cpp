@@ -3,6 +3,7 @@
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/matchers/catch_matchers_floating_point.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>
+#include <algorithm>
 #include <cmath>
 
 #include <filesystem>
@@ -106,6 +107,35 @@ TEST_CASE("resuming from a checkpoint reproduces the uninterrupted run bit for b
             values(uninterrupted.method<NeuralGrok>()->amp_params().flat_values()));
       CHECK(resumed.method<NeuralGrok>()->meta_steps() == uninterrupted.method<NeuralGrok>()->meta_steps());
     }
+  }
+}
+
+TEST_CASE("kept checkpoints (--keep-checkpoints): every checkpoint stays, each equal to a run stopped at its step",
+          "[trainer][checkpoint]") {
+  const std::string dir = fresh_temp_dir("keep_checkpoints");
+  TrainConfig kept = tiny_run_config(dir + "/kept");
+  kept.max_steps = 20;
+  kept.checkpoint_every = 8;
+  kept.keep_checkpoints = true;
+  Trainer(kept).run();
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(kept.run_dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("checkpoint_step", 0) == 0) names.push_back(name);
+  }
+  std::sort(names.begin(), names.end());
+  CHECK(names == std::vector<std::string>{"checkpoint_step0000008.safetensors", "checkpoint_step0000016.safetensors",
+                                          "checkpoint_step0000020.safetensors"});
+  for (const std::int64_t step : {8, 16}) {
+    TrainConfig stopped = tiny_run_config(dir + "/stopped" + std::to_string(step));
+    stopped.max_steps = step;
+    Trainer reference(stopped);
+    reference.run();
+    TrainConfig reader = kept;
+    Trainer loaded(reader, /*restoring=*/true);
+    loaded.load_checkpoint(kept.run_dir + "/" + kept_checkpoint_name(step));
+    CHECK(loaded.progress().step == step);
+    CHECK(flat(loaded) == flat(reference));
   }
 }
 

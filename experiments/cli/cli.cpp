@@ -54,7 +54,7 @@ int run_cli(int argc, char** argv) {
 
   try {
     if (train.chosen()) {
-      train.run();
+      run_training(train.resolved());
     } else if (*eval) {
       TrainConfig config = config_from_checkpoint(eval_checkpoint);
       config.device = eval_device;

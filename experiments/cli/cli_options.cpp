@@ -44,6 +44,8 @@ void add_training_options(ConfigOptions& o, TrainConfig& c, CLI::App* app) {
   o.add("--eval-every", &TrainConfig::eval_every, "evaluate every N steps (0: every epoch)");
   o.add("--stop-at-test-acc", &TrainConfig::stop_at_test_acc, "end once test accuracy reaches this (0: never)");
   o.add("--checkpoint-every", &TrainConfig::checkpoint_every, "also checkpoint every N steps (0: only at the end)");
+  o.add("--keep-checkpoints", &TrainConfig::keep_checkpoints,
+        "keep every checkpoint as checkpoint_step<N>.safetensors too (for analysis over training)");
   o.add("--run-dir", &TrainConfig::run_dir, "where config.json, metrics.jsonl, checkpoint and summary go");
   o.add("--init-embedding-from", &TrainConfig::init_embedding_from,
         "GrokTransfer: initialise the embedding from this weak model's checkpoint");

@@ -58,7 +58,7 @@ TrainCommand::TrainCommand(CLI::App& parent)
                    "continue the run saved in this checkpoint (its settings, overridden by flags given here)");
 }
 
-TrainConfig TrainCommand::resolved() const {
+TrainRequest TrainCommand::resolved() const {
   if (!config_file_.empty()) apply_config_file(app_, config_file_);
   TrainConfig config = flags_;
   if (!preset_.empty()) config = options_->given_over(preset_config(preset_));
@@ -71,24 +71,29 @@ TrainConfig TrainCommand::resolved() const {
       config.run_dir = folder.empty() ? "." : folder.string();
     }
   }
-  return config;
+  return {config, resume_};
 }
 
-void TrainCommand::run() const {
-  const TrainConfig config = resolved();
-  Trainer trainer(config, /*restoring=*/!resume_.empty());
-  if (!resume_.empty()) {
-    trainer.load_checkpoint(resume_);
-    fmt::print("resumed {} at step {}\n", resume_, trainer.progress().step);
+RunProgress run_training(const TrainRequest& request, std::function<void(const nlohmann::json&)> on_evaluation,
+                         bool print) {
+  const TrainConfig& config = request.config;
+  Trainer trainer(config, /*restoring=*/!request.resume.empty());
+  if (!request.resume.empty()) {
+    trainer.load_checkpoint(request.resume);
+    if (print) fmt::print("resumed {} at step {}\n", request.resume, trainer.progress().step);
   }
-  fmt::print("training {} mod {} ({} train / {} test examples) on {}, {} parameters\n", config.task,
-             trainer.dataset().modulus, trainer.split().train.size(), trainer.split().test.size(),
-             trainer.device().str(), trainer.params().numel());
-  trainer.run();
-  print_summary(trainer);
+  if (print) {
+    fmt::print("training {} mod {} ({} train / {} test examples) on {}, {} parameters\n", config.task,
+               trainer.dataset().modulus, trainer.split().train.size(), trainer.split().test.size(),
+               trainer.device().str(), trainer.params().numel());
+  }
+  trainer.on_evaluation(std::move(on_evaluation));
+  const RunProgress progress = trainer.run();
+  if (print) print_summary(trainer);
+  return progress;
 }
 
-TrainConfig parse_train_flags(const std::vector<std::string>& flags) {
+TrainRequest parse_train_flags(const std::vector<std::string>& flags) {
   CLI::App parent;
   TrainCommand train(parent);
   std::vector<std::string> args(flags.rbegin(), flags.rend());  // CLI11 takes them last first
@@ -98,9 +103,9 @@ TrainConfig parse_train_flags(const std::vector<std::string>& flags) {
   } catch (const CLI::ParseError& e) {
     throw Error(e.what());
   }
-  TrainConfig config = train.resolved();
-  config.validate();
-  return config;
+  TrainRequest request = train.resolved();
+  request.config.validate();
+  return request;
 }
 
 }  // namespace tg

@@ -3,14 +3,28 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "experiments/cli/cli_options.h"
+#include "experiments/training/checkpoint.h"
 #include "experiments/training/train_config.h"
 
 namespace tg {
+
+// What a train command line asks for: the settings, and the checkpoint to resume ("" for a new run).
+struct TrainRequest {
+  TrainConfig config;
+  std::string resume;
+};
+
+// Trains (or resumes) as `tapegrok train` does and returns the final progress. `on_evaluation` sees
+// every evaluation's metrics record; `print` the start and summary lines.
+RunProgress run_training(const TrainRequest& request,
+                         std::function<void(const nlohmann::json& record)> on_evaluation = {}, bool print = true);
 
 class TrainCommand {
  public:
@@ -20,8 +34,7 @@ class TrainCommand {
   bool chosen() const { return app_->parsed(); }
 
   // The run's settings once parsed: the config file, preset and checkpoint under the flags given.
-  TrainConfig resolved() const;
-  void run() const;  // trains (or resumes) and prints the summary; throws tg::Error
+  TrainRequest resolved() const;
 
  private:
   CLI::App* app_;
@@ -32,6 +45,6 @@ class TrainCommand {
 
 // Parses train flags (without "train" itself) as `tapegrok train` would and returns the settings,
 // validated. Throws tg::Error with CLI11's message (naming the flag) for an unknown flag or bad value.
-TrainConfig parse_train_flags(const std::vector<std::string>& flags);
+TrainRequest parse_train_flags(const std::vector<std::string>& flags);
 
 }  // namespace tg

@@ -257,7 +257,7 @@ std::vector<SweepRun> expand_sweep(const SweepSpec& spec) {
       }
       run.train_args.insert(run.train_args.end(), {"--seed", std::to_string(seed), "--run-dir", run.run_dir});
       try {
-        run.config = parse_train_flags(run.train_args);
+        run.config = parse_train_flags(run.train_args).config;
       } catch (const Error& e) {
         throw Error(fmt::format("sweep file {}: run '{}': {}", spec.file, run.name, e.what()));
       }

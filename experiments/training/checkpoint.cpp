@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cmath>
+#include <filesystem>
 
 #include "engine/error.h"
 #include "engine/safetensors.h"
@@ -111,6 +112,17 @@ void save_run_checkpoint(const std::string& path, const RunState& run) {
     metadata.merge(part.metadata);
   }
   save_safetensors(path, tensors, metadata);
+}
+
+std::string kept_checkpoint_name(std::int64_t step) { return fmt::format("checkpoint_step{:07d}.safetensors", step); }
+
+void keep_checkpoint(const std::string& path, const std::string& kept) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::remove(kept, ec);  // the same step saved twice (the last periodic save and the final one)
+  fs::create_hard_link(path, kept, ec);
+  if (ec) fs::copy_file(path, kept, ec);
+  TG_CHECK(!ec, "--keep-checkpoints: cannot keep {} as {}: {}", path, kept, ec.message());
 }
 
 TrainConfig config_from_checkpoint(const std::string& path) {

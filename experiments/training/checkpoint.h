@@ -55,4 +55,10 @@ void load_run_checkpoint(const std::string& path, const RunState& run);
 // A run's config from a checkpoint's metadata (for `--resume`).
 TrainConfig config_from_checkpoint(const std::string& path);
 
+// --keep-checkpoints: the checkpoint of step N is also kept as checkpoint_step<N, 7 digits>.safetensors.
+std::string kept_checkpoint_name(std::int64_t step);
+// Keeps the checkpoint just written at `path` as `kept` too: a hard link (the next checkpoint replaces
+// `path` by a rename, so the kept file never changes), or a copy where the file system has no links.
+void keep_checkpoint(const std::string& path, const std::string& kept);
+
 }  // namespace tg

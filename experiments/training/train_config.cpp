@@ -79,7 +79,7 @@ void TrainConfig::validate() const {
   X(amp_weight_decay) X(meta_every) X(meta_grad) X(amp_from) X(amp_frozen)                                      \
   X(optimizer) X(lr) X(beta1) X(beta2) X(eps) X(weight_decay) X(momentum) X(warmup_steps) X(batch_size)        \
   X(max_steps) X(clip_grad_norm) X(grad_normalize) X(cuda_graph) X(eval_every) X(stop_at_test_acc)           \
-  X(checkpoint_every) X(device) X(dtype) X(run_dir) X(progress)
+  X(checkpoint_every) X(keep_checkpoints) X(device) X(dtype) X(run_dir) X(progress)
 
 nlohmann::json to_json(const TrainConfig& c) {
   nlohmann::json j;

@@ -61,6 +61,7 @@ struct TrainConfig {
   std::int64_t eval_every = 0;        // steps; 0: once per epoch
   double stop_at_test_acc = 0.0;      // end the run once test accuracy reaches this; 0: never
   std::int64_t checkpoint_every = 0;  // steps; 0: only at the end
+  bool keep_checkpoints = false;      // also keep each as checkpoint_step<N>.safetensors (progress measures)
   std::string device = "auto";
   std::string dtype = "f32";          // f64: CPU only, for verification
   std::string run_dir = "runs/default";

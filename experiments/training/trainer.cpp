@@ -395,6 +395,7 @@ RunProgress Trainer::run() {
       record["age_transformed_per_tensor"] = per_tensor(s.age_transformed);
       record["awe_per_tensor"] = per_tensor(awe);
       metrics.write(record);
+      if (on_evaluation_) on_evaluation_(record);
       display.on_eval(progress_.step, train_loss, train_acc, test.loss, test.accuracy, rate);
       stop = config_.stop_at_test_acc > 0 && test.accuracy >= config_.stop_at_test_acc;
     }
@@ -405,12 +406,14 @@ RunProgress Trainer::run() {
       absorb_device_stats();  // a diverged run must stop before it overwrites its checkpoint
       check_finite_state();
       save_checkpoint(checkpoint_path);
+      if (config_.keep_checkpoints) keep_checkpoint(checkpoint_path, dir.file(kept_checkpoint_name(progress_.step)));
       checkpoint_due = false;
     }
     if (stop) break;
   }
   display.finish();
   save_checkpoint(checkpoint_path);
+  if (config_.keep_checkpoints) keep_checkpoint(checkpoint_path, dir.file(kept_checkpoint_name(progress_.step)));
   for (const auto& m : methods_) m->finish(config_.run_dir);
 
   nlohmann::json summary = progress_to_json(progress_);

@@ -17,6 +17,7 @@
 //              bit-identical to the eager mode on the same device.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -82,6 +83,11 @@ class Trainer {
     return nullptr;
   }
   const RunProgress& progress() const { return progress_; }
+  // Called with each evaluation's metrics record once it is logged (a notebook's live plot); an
+  // exception it throws stops the run after that record, like any other error.
+  void on_evaluation(std::function<void(const nlohmann::json& record)> callback) {
+    on_evaluation_ = std::move(callback);
+  }
   Device device() const { return device_; }
   std::int64_t eval_interval() const;
 
@@ -107,6 +113,7 @@ class Trainer {
   RecordedWindow window_;  // recorded mode: the open window
   RunProgress progress_;
   bool resumed_ = false;   // load_checkpoint ran: run() continues the directory's run
+  std::function<void(const nlohmann::json&)> on_evaluation_;
 
   // ---- sync-free mode ----
   bool use_graphs_ = false;   // sync-free on a CUDA device: capture and replay
