@@ -101,7 +101,9 @@ void Transformer::initialize(const ParameterTable& params, Rng& rng) const {
   }
 }
 
-Tensor Transformer::forward(const TensorList& p, const Tensor& ids) const {
+Tensor Transformer::forward(const TensorList& p, const Tensor& ids) const { return forward(p, ids, nullptr); }
+
+Tensor Transformer::forward(const TensorList& p, const Tensor& ids, Activations* capture) const {
   const auto& c = config_;
   // After the token embedding (1 or 2 tensors): position embeddings, then the layers.
   const std::size_t position_embeddings = token_embedding_param_count(c.embedding_rank);
@@ -130,7 +132,9 @@ Tensor Transformer::forward(const TensorList& p, const Tensor& ids) const {
       return linear(causal_self_attention(qkv, c.heads), w[kOutProjWeight], w[kOutProjBias]);
     };
     auto mlp = [&](const Tensor& h) {  // [B, S, d] -> [B, S, 4d] -> [B, S, d]; the first bias fused into GELU
-      return linear(bias_gelu(linear(h, w[kMlp0Weight]), w[kMlp0Bias]), w[kMlp2Weight], w[kMlp2Bias]);
+      const Tensor hidden = bias_gelu(linear(h, w[kMlp0Weight]), w[kMlp0Bias]);
+      if (capture != nullptr) capture->mlp_hidden.push_back(hidden);
+      return linear(hidden, w[kMlp2Weight], w[kMlp2Bias]);
     };
     // reference: the residual carries the normalised x (ln_1's output); prenorm: the un-normalised sum.
     const bool reference = c.block == BlockVariant::reference;

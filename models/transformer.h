@@ -49,6 +49,13 @@ class Transformer final : public Model {
   // differentiable optimizer step, when differentiating through training).
   Tensor forward(const TensorList& params, const Tensor& ids) const override;
 
+  // The same forward pass, also handing out what analysis looks at (the Fourier analysis of the MLP
+  // neurons): per layer, the MLP's hidden activations after GELU, [B, S, mlp_ratio * d].
+  struct Activations {
+    TensorList mlp_hidden;
+  };
+  Tensor forward(const TensorList& params, const Tensor& ids, Activations* capture) const;
+
  private:
   TransformerConfig config_;
 };

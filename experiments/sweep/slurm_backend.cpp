@@ -100,8 +100,8 @@ std::string array_ranges(const std::vector<std::size_t>& sorted) {
   for (std::size_t i = 0; i < sorted.size();) {
     std::size_t j = i;
     while (j + 1 < sorted.size() && sorted[j + 1] == sorted[j] + 1) ++j;
-    out += (out.empty() ? "" : ",") + (j == i ? std::to_string(sorted[i])
-                                               : fmt::format("{}-{}", sorted[i], sorted[j]));
+    if (!out.empty()) out += ',';
+    out += j == i ? std::to_string(sorted[i]) : fmt::format("{}-{}", sorted[i], sorted[j]);
     i = j + 1;
   }
   return out;

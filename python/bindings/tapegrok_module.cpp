@@ -16,6 +16,7 @@
 #include "experiments/cli/train_command.h"
 #include "experiments/training/checkpoint.h"
 #include "experiments/training/trainer.h"
+#include "models/transformer.h"
 
 namespace py = pybind11;
 using namespace tg;
@@ -124,6 +125,32 @@ class LoadedModel {
     const Tensor logits = trainer_->model().forward(trainer_->params().values(), ids.to(trainer_->device()));
     py::gil_scoped_acquire acquire;
     return numpy_view(logits.to(Device::cpu()).contiguous());
+  }
+
+  // Transformer runs: per layer, the MLP neurons' activations after GELU at the answer position,
+  // [n, hidden] (the input of Nanda et al.'s neuron analysis).
+  py::dict mlp_activations(const py::handle& ids_data) const {
+    const auto* transformer = dynamic_cast<const Transformer*>(&trainer_->model());
+    TG_CHECK(transformer != nullptr, "Model.mlp_activations: the {} model has no Transformer MLP",
+             trainer_->model().name());
+    Tensor ids = tensor_from_numpy(ids_data);
+    const Dataset& data = trainer_->dataset();
+    TG_CHECK(ids.dtype() == DType::i32 && ids.dim() == 2 && ids.size(1) == data.seq_len,
+             "Model.mlp_activations: expected integer token ids of shape [n, {}], got {}", data.seq_len, ids.str());
+    Transformer::Activations captured;
+    {
+      py::gil_scoped_release release;
+      NoGradGuard no_grad;
+      transformer->forward(trainer_->params().values(), ids.to(trainer_->device()), &captured);
+    }
+    py::dict out;
+    for (std::size_t layer = 0; layer < captured.mlp_hidden.size(); ++layer) {
+      const Tensor& hidden = captured.mlp_hidden[layer];  // [n, S, hidden]
+      const Tensor last = slice(hidden, 1, hidden.size(1) - 1, 1);
+      out[py::str(fmt::format("layers.{}.mlp", layer))] =
+          numpy_view(reshape(last.contiguous(), {hidden.size(0), hidden.size(2)}).to(Device::cpu()));
+    }
+    return out;
   }
 
   py::dict dataset() const {
@@ -326,6 +353,8 @@ PYBIND11_MODULE(_tapegrok, m) {
                              "name (PyTorch state-dict names) -> read-only NumPy view of the weights (CPU runs: no "
                              "copy; each array keeps its memory alive on its own)")
       .def("forward", &LoadedModel::forward, py::arg("ids"), "int token ids [n, seq_len] -> logits [n, answers]")
+      .def("mlp_activations", &LoadedModel::mlp_activations, py::arg("ids"),
+           "per layer ('layers.0.mlp', ...): the MLP activations after GELU at the answer position, [n, hidden]")
       .def_property_readonly("dataset", &LoadedModel::dataset,
                              "the task's examples (inputs, targets) and the run's train/outer/test indices")
       .def("evaluate", &LoadedModel::evaluate, py::arg("split") = "test", "loss and accuracy on a split")

@@ -200,3 +200,5 @@ def train(task: str = "a+b", method: str = "standard", steps: Optional[int] = No
     result = _tapegrok._train(_flag_arguments(settings), callback, verbose)
     return Run(result["run_dir"])
 
+
+from . import analysis  # noqa: E402,F401  (Fourier analysis of trained modular-arithmetic models)
