@@ -234,8 +234,8 @@ std::string write_sweep_report(const SweepSpec& spec, const std::vector<SweepRun
   for (const CellSummary& c : cells) {
     md += "| ";
     for (const std::string& l : c.labels) md += l + " | ";
-    md += fmt::format("{}/{} | {} | {}/{} | {} | {:.0f} s |\n", c.reached95, c.finished, c.steps95(), c.reached99,
-                      c.finished, c.steps99(), c.median_wall);
+    md += fmt::format("{}/{} | {} | {}/{} | {} | {} |\n", c.reached95, c.finished, c.steps95(), c.reached99,
+                      c.finished, c.steps99(), c.finished ? fmt::format("{:.0f} s", c.median_wall) : "—");
   }
   if (spec.axes.size() == 2) {  // the grid as a table: first axis down, second across
     md += fmt::format("\nSteps to 95%, median [IQR] (reached/finished):\n\n| {} |", spec.axes[0].name);
