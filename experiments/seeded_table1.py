@@ -11,7 +11,7 @@ need no approximation. With 5 seeds per method the smallest possible p is 2/252 
 bootstrap 90% interval of the difference of medians (10000 resamples of seeds within each method; a
 resampled median past the budget makes the interval open).
 
-usage: seeded_table1.py [--report runs/table1-seeds/report] [--markdown OUT.md]"""
+usage: seeded_table1.py [--report experiments/results/table1-seeds/report] [--markdown OUT.md]"""
 
 import argparse
 import csv
@@ -107,7 +107,7 @@ def number(v):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--report", default="runs/table1-seeds/report")
+    parser.add_argument("--report", default="experiments/results/table1-seeds/report")
     parser.add_argument("--budget", type=int, default=6000, help="the sweep's steps per run")
     parser.add_argument("--markdown", help="also write the tables here")
     args = parser.parse_args()
