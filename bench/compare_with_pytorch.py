@@ -1,23 +1,35 @@
 #!/usr/bin/env python3
 """Runs tapegrok's step benchmark (tapegrok_bench_steps --sections train) and PyTorch's
 (pytorch_steps.py) on the same device with the same thread count and the same model and data sizes,
-one after the other, and prints ms/step side by side with the ratio PyTorch / tapegrok (> 1: tapegrok
-is faster). A row one side did not measure (no torch.compile, a failed run, ...) still gets its line,
-with 'n/a' and the reason.
+and prints ms/step side by side with the ratio PyTorch / tapegrok (> 1: tapegrok is faster). The two
+sides run alternately, --rounds times each (ours, theirs, ours, theirs, ...), so a slow spell of the
+machine hits both; each cell is the median over the rounds of that round's median of --repeats steps,
+with the range over the rounds in brackets, and the ratio is that of the two medians. A row one side
+did not measure (no torch.compile, a failed run, ...) still gets its line, with 'n/a' and the reason.
+
+Where tapegrok's row carries gemm_gflop (GFLOP its step spends in matrix products) and
+gemm_ceiling_gflops (the GFLOP/s of a 1024^3 f32 product measured in the same process), two more
+columns give the GEMM floor (gemm_gflop / gemm_ceiling_gflops, in ms: the step's time if it did only
+its products at that rate) and tapegrok / floor; '—' where the row lacks them.
 
 With --time-to-95 it also times a whole NeuralGrok run on a+b mod 97 on both sides until the test
 accuracy reaches 95% (tapegrok: `tapegrok train --preset official --cuda-graph`; PyTorch: the official
-code's loop, pytorch_steps.py --time-to-95), at most --max-steps steps each, and prints the wall times.
+code's loop, pytorch_steps.py --time-to-95), at most --max-steps steps each, once, and prints the wall
+times.
 
-usage: compare_with_pytorch.py [--build build] [--device cpu] [--threads 2] [--repeats 10] [--tiny] [--out FILE.md]
-                               [--time-to-95 [--max-steps 20000]]
+usage: compare_with_pytorch.py [--build build] [--device cpu] [--threads 2] [--repeats 10] [--rounds 3] [--tiny]
+                               [--python PYTHON] [--out FILE.md] [--time-to-95 [--max-steps 20000]]
 --tiny: both sides use 1 layer, width 32, batch 64, amplifier (8, 8) (a smoke run, well under a minute).
-The PyTorch side runs under /usr/bin/python3 (Debian's python3-torch) unless --python says otherwise."""
+The PyTorch side runs under /usr/bin/python3 (Debian's python3-torch, 1.13: no torch.compile) unless
+--python says otherwise. For PyTorch 2.x from PyPI, scripts/pytorch2-venv creates .venv-torch2; then
+  python3 bench/compare_with_pytorch.py --python .venv-torch2/bin/python --rounds 5 --out docs/results/...
+"""
 
 import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -104,16 +116,50 @@ def run_side(label, command, json_path, env):
         return None, f"{label} wrote no readable JSON: {e}"
 
 
-def cell(rows, name, failure, side):
-    """(text, ms or None) for one side of one table row."""
-    if failure:
-        return f"n/a ({failure})", None
-    row = rows.get(name)
-    if row is None:
-        return f"n/a (no row '{name}' from {side})", None
-    if row.get("ms") is None:
-        return f"n/a ({row.get('note') or 'not measured'})", None
-    return f"{row['ms']:.2f}", row["ms"]
+class Side:
+    """One side's results over the rounds: each round's rows by name, or why that round has none."""
+
+    def __init__(self, label):
+        self.label, self.rounds, self.doc = label, [], None
+
+    def add(self, rows, failure):
+        self.rounds.append(({r["name"]: r for r in rows}, failure))
+
+    def names(self):
+        return list(dict.fromkeys(n for rows, _ in self.rounds for n in rows))
+
+    def samples(self, name):
+        """The row's ms in each round that measured it."""
+        return [rows[name]["ms"] for rows, _ in self.rounds if rows.get(name, {}).get("ms") is not None]
+
+    def first(self, key):
+        return next((r[key] for rows, _ in self.rounds for r in rows.values() if r.get(key)), None)
+
+    def cell(self, name):
+        """(text, median ms or None) for one table cell."""
+        ms = self.samples(name)
+        if not ms:  # why not, as the last round says: its failure, the row's note, or no such row
+            rows, failure = self.rounds[-1]
+            if failure:
+                return f"n/a ({failure})", None
+            if name in rows:
+                return f"n/a ({rows[name].get('note') or 'not measured'})", None
+            return f"n/a (no row '{name}' from {self.label})", None
+        med = statistics.median(ms)
+        text = f"{med:.2f}" if len(ms) == 1 else f"{med:.2f} [{min(ms):.2f}–{max(ms):.2f}]"
+        if len(ms) < len(self.rounds):
+            text += f" ({len(ms)} of {len(self.rounds)} rounds)"
+        return text, med
+
+    def gemm_floor(self, name):
+        """Median over the rounds of the row's GEMM floor in ms, or None where the row lacks the fields."""
+        floors = []
+        for rows, _ in self.rounds:
+            r = rows.get(name, {})
+            gflop, rate = r.get("gemm_gflop"), r.get("gemm_ceiling_gflops")
+            if gflop is not None and rate:  # the ceiling differs per process, so per round
+                floors.append(1e3 * gflop / rate)
+        return statistics.median(floors) if floors else None
 
 
 def main():
@@ -122,57 +168,73 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--python", default="/usr/bin/python3")
+    ap.add_argument("--rounds", type=int, default=3, help="alternate the two sides this many times each")
+    ap.add_argument("--python", default="/usr/bin/python3", help="the interpreter with the PyTorch to compare")
     ap.add_argument("--tiny", action="store_true", help="1 layer, width 32, batch 64, amplifier (8, 8) on both sides")
     ap.add_argument("--out", default="")
     ap.add_argument("--time-to-95", action="store_true", help="also time a whole NeuralGrok run to 95%% on both sides")
     ap.add_argument("--max-steps", type=int, default=20000, help="with --time-to-95: the step budget of each run")
     args = ap.parse_args()
+    args.rounds = max(1, args.rounds)
     here = os.path.dirname(os.path.abspath(__file__))
-    load_before = os.getloadavg()[0]  # other work competing for the cores skews both sides (PyTorch's most)
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
     tiny = ["--tiny"] if args.tiny else []
+    ours, theirs = Side("tapegrok_bench_steps"), Side("pytorch_steps.py")
+    load = 0.0  # the highest load average seen before a round: other work skews both sides (PyTorch's most)
     with tempfile.TemporaryDirectory() as tmp:
-        ours_json, theirs_json = os.path.join(tmp, "ours.json"), os.path.join(tmp, "theirs.json")
-        ours_doc, ours_failure = run_side(
-            "tapegrok_bench_steps",
-            [os.path.join(args.build, "bench", "tapegrok_bench_steps"), "--device", args.device, "--sections", "train",
-             "--repeats", str(args.repeats), "--json", ours_json, *tiny], ours_json, env)
-        theirs_doc, theirs_failure = run_side(
-            "pytorch_steps.py",
-            [args.python, os.path.join(here, "pytorch_steps.py"), "--device", args.device, "--threads",
-             str(args.threads), "--repeats", str(args.repeats), "--json", theirs_json, *tiny], theirs_json, env)
+        for i in range(args.rounds):
+            load = max(load, os.getloadavg()[0])
+            # A fresh file each round, so a failed run cannot pass off the previous round's results.
+            ours_json, theirs_json = os.path.join(tmp, f"ours{i}.json"), os.path.join(tmp, f"theirs{i}.json")
+            print(f"== round {i + 1}/{args.rounds}: tapegrok", flush=True)
+            doc, failure = run_side(
+                "tapegrok_bench_steps",
+                [os.path.join(args.build, "bench", "tapegrok_bench_steps"), "--device", args.device, "--sections",
+                 "train", "--repeats", str(args.repeats), "--json", ours_json, *tiny], ours_json, env)
+            ours.add(doc or [], failure)
+            print(f"== round {i + 1}/{args.rounds}: PyTorch", flush=True)
+            doc, failure = run_side(
+                "pytorch_steps.py",
+                [args.python, os.path.join(here, "pytorch_steps.py"), "--device", args.device, "--threads",
+                 str(args.threads), "--repeats", str(args.repeats), "--json", theirs_json, *tiny], theirs_json, env)
+            theirs.add((doc or {}).get("rows", []), failure)
+            theirs.doc = theirs.doc or doc
         whole_run = time_to_95_lines(args, env, tmp) if args.time_to_95 else []
-    ours = {r["name"]: r for r in (ours_doc or [])}
-    theirs = {r["name"]: r for r in (theirs_doc or {}).get("rows", [])}
 
-    device = cpu_name() if args.device == "cpu" else args.device
-    torch_version = (theirs_doc or {}).get("torch", "(no result)")
-    ours_config = next((r.get("config") for r in ours.values() if r.get("config")), None)
-    theirs_config = (theirs_doc or {}).get("config")
-    lines = [f"Device: {device}; {args.threads} threads; PyTorch {torch_version}.",
-             f"Model and data: {ours_config or theirs_config or 'unknown'}."]
-    if load_before >= 0.5:
-        lines.append(f"NOTE: the load average was {load_before:.1f} on {os.cpu_count()} CPUs before the run: other "
+    doc = theirs.doc or {}
+    ours_config, theirs_config = ours.first("config"), doc.get("config")
+    torch_python = doc.get("python")  # sys.executable as PyTorch's side saw it (a venv's, not the link target)
+    python = args.python + (f" ({torch_python})" if torch_python and torch_python != args.python else "")
+    lines = [f"CPU: {cpu_name()}" + ("" if args.device == "cpu" else f"; device: {args.device}"),
+             f"Threads: {args.threads} (PyTorch reports {doc.get('threads', 'n/a')}); "
+             f"PyTorch {doc.get('torch', '(no result)')} under {python}.",
+             f"Model and data: {ours_config or theirs_config or 'unknown'}.",
+             f"Each cell: median over {args.rounds} round(s), the two sides alternating, of each round's median of "
+             f"{args.repeats} timed steps, [min–max over the rounds]; the ratio is of the medians."]
+    if load >= 0.5:
+        lines.append(f"NOTE: the load average reached {load:.1f} on {os.cpu_count()} CPUs before a round: other "
                      "processes compete for the cores, so these timings are unreliable (multi-threaded PyTorch "
                      "suffers most; --threads 1 is less affected).")
     if ours_config and theirs_config and ours_config != theirs_config:
         lines.append(f"WARNING: the two sides ran different sizes (PyTorch: {theirs_config}).")
-    lines += ["", "| step | tapegrok ms | PyTorch ms | PyTorch / tapegrok |", "|---|---|---|---|"]
+    lines += ["", "| step | tapegrok ms (median [min–max]) | PyTorch ms (median [min–max]) | PyTorch / tapegrok "
+              "| GEMM floor ms | tapegrok / floor |", "|---|---|---|---|---|---|"]
     for label, ours_name, theirs_name in PAIRS:
-        o_text, o = cell(ours, ours_name, ours_failure, "tapegrok_bench_steps")
-        t_text, t = cell(theirs, theirs_name, theirs_failure, "pytorch_steps.py")
+        o_text, o = ours.cell(ours_name)
+        t_text, t = theirs.cell(theirs_name)
         ratio = f"{t / o:.2f}x" if o and t else "—"
-        lines.append(f"| {label} | {o_text} | {t_text} | {ratio} |")
+        floor = ours.gemm_floor(ours_name)
+        floor_text = "—" if floor is None else f"{floor:.3f}"
+        over_floor = f"{o / floor:.1f}x" if o and floor else "—"
+        lines.append(f"| {label} | {o_text} | {t_text} | {ratio} | {floor_text} | {over_floor} |")
     paired_ours, paired_theirs = {p[1] for p in PAIRS}, {p[2] for p in PAIRS}
-    extra_ours = [n for n in ours if n not in paired_ours]
-    extra_theirs = [n for n in theirs if n not in paired_theirs]
-    if extra_ours:
-        lines += ["", "tapegrok only:", ""] + [f"- {n}: {ours[n]['ms']:.2f} ms" for n in extra_ours]
-    if extra_theirs:
-        lines += ["", "PyTorch only:", ""] + [
-            f"- {n}: {'n/a' if theirs[n].get('ms') is None else format(theirs[n]['ms'], '.2f') + ' ms'}"
-            for n in extra_theirs]
+    for title, side, paired in (("tapegrok only:", ours, paired_ours), ("PyTorch only:", theirs, paired_theirs)):
+        extra = [n for n in side.names() if n not in paired]
+        if extra:
+            lines += ["", title, ""]
+            for n in extra:
+                text, ms = side.cell(n)
+                lines.append(f"- {n}: {text}" + (" ms" if ms is not None else ""))
     lines += whole_run
     text = "\n".join(lines) + "\n"
     print(text)
