@@ -55,7 +55,29 @@ struct Row {
   double ms;
   double ratio;         // against the section's baseline
   double peak_mib = 0;  // allocator peak during the measurement (0: not measured)
+  double gemm_gflop = 0;  // matrix-product work per step (0: not counted)
 };
+
+// GFLOP that one call of f sends to matmul/linear.
+template <class F>
+double gemm_gflop_of(F&& f) {
+  const std::uint64_t before = matmul_flops_dispatched();
+  f();
+  return static_cast<double>(matmul_flops_dispatched() - before) * 1e-9;
+}
+
+// The GEMM ceiling: a square f32 product through the backend (1024^3 on the CPU, 4096^3 on a GPU),
+// GFLOP/s, median of 5 after one warm-up call.
+double gemm_ceiling_gflops(Device device) {
+  const std::int64_t n = device.is_cuda() ? 4096 : 1024;
+  Rng rng(1);
+  const Tensor a = uniform_tensor(rng, {n, n}, -1, 1, DType::f32, device);
+  const Tensor b = uniform_tensor(rng, {n, n}, -1, 1, DType::f32, device);
+  const Tensor out = Tensor::empty({n, n}, DType::f32, device);
+  Backend& be = backend_for(device);
+  const double s = median_seconds(device, 1, 5, [&] { be.gemm(a, b, out, false, false, 1.0, 0.0); });
+  return 2.0 * static_cast<double>(n * n * n) / s * 1e-9;
+}
 
 // The benchmark's model and data sizes: the NeuralGrok defaults, or the --tiny smoke sizes.
 struct Sizes {
@@ -103,17 +125,24 @@ int main(int argc, char** argv) {
     if (tiny) sizes = Sizes{1, 32, 4, 64, "8,8"};
     std::vector<Row> rows;
     fmt::print("tapegrok_bench_steps on {} — {}\n", device.str(), sizes.describe());
+    const double ceiling = gemm_ceiling_gflops(device);
+    fmt::print("GEMM ceiling: {:.1f} GFLOP/s ({}^3 f32 through the backend); floor = a step's GEMM GFLOP at that rate\n",
+               ceiling, device.is_cuda() ? 4096 : 1024);
 
     if (sections.find("train") != std::string::npos) {
       // time_steps: median ms of one Trainer::step (forward, backward, gradient method, optimizer), the
       // same work as one iteration of `tapegrok train` without evaluation or logging.
+      struct Result {
+        std::string name;
+        double seconds, gemm_gflop = 0;
+      };
       auto time_steps = [&](const std::string& name, TrainConfig c, int extra_warmup = 0) {
         c.device = device.str();
         Trainer t(c);
         const double s = median_seconds(device, warmup + extra_warmup, repeats, [&] { t.step(); });
-        return std::pair<std::string, double>{name, s};
+        return Result{name, s, gemm_gflop_of([&] { t.step(); })};
       };
-      std::vector<std::pair<std::string, double>> results;
+      std::vector<Result> results;
       TrainConfig c = base_config(device.str(), sizes);
       const TrainConfig c0 = c;
       // The baseline every other row is a multiple of.
@@ -154,22 +183,25 @@ int main(int argc, char** argv) {
           method.prepare({ng.meta_every, false, &t.model()});  // a meta step's number
           method.meta_step_lookahead(t.model(), p, ng.lr);
         });
-        results.push_back({"NeuralGrok lookahead meta step alone", s});
+        results.push_back({"NeuralGrok lookahead meta step alone", s});  // (GEMMs of the meta step not counted)
       }
       // Whole NeuralGrok steps: T = 4 inner steps with one meta step, timed as a block of 4, per step.
       for (const char* mode : {"lookahead", "unrolled"}) {
         ng.meta_grad = mode;
         ng.device = device.str();
         Trainer t(ng);
-        const double block = median_seconds(device, 1, std::max(3, repeats / 3), [&] {
+        auto block_of_4 = [&] {
           for (int k = 0; k < 4; ++k) t.step();
-        });
-        results.push_back({fmt::format("NeuralGrok step, {} meta (T 4, amortised)", mode), block / 4});
+        };
+        const double block = median_seconds(device, 1, std::max(3, repeats / 3), block_of_4);
+        results.push_back({fmt::format("NeuralGrok step, {} meta (T 4, amortised)", mode), block / 4,
+                           gemm_gflop_of(block_of_4) / 4});
       }
       // Sync-free steps (--cuda-graph) as a run takes them: blocks of 16 back-to-back steps with no
       // wait between them (the statistics ring is read when full, as in training), per step. On a GPU
       // the warm-up covers the eager first steps and the graph captures; on the CPU they run eagerly.
-      auto time_sync_free = [&](const std::string& name, TrainConfig cfg) {
+      // gemm_gflop: a replayed graph dispatches no ops, so the GEMM work is that of the same eager step.
+      auto time_sync_free = [&](const std::string& name, TrainConfig cfg, double gemm_gflop) {
         cfg.device = device.str();
         cfg.cuda_graph = true;
         Trainer t(cfg);
@@ -178,13 +210,14 @@ int main(int argc, char** argv) {
         const double block = median_seconds(device, 1, std::max(3, repeats / 3), [&] {
           for (int k = 0; k < kBlock; ++k) t.step();
         });
-        return std::pair<std::string, double>{name, block / kBlock};
+        return Result{name, block / kBlock, gemm_gflop};
       };
-      results.push_back(time_sync_free("standard Adam step, --cuda-graph", c0));
+      const double plain_gflop = results[0].gemm_gflop, lookahead_gflop = results[results.size() - 2].gemm_gflop;
+      results.push_back(time_sync_free("standard Adam step, --cuda-graph", c0, plain_gflop));
       ng.meta_grad = "lookahead";
-      results.push_back(time_sync_free("NeuralGrok step, lookahead (T 4), --cuda-graph", ng));
-      const double base = results[0].second;
-      for (const auto& [name, s] : results) rows.push_back({"train", name, 1e3 * s, s / base});
+      results.push_back(time_sync_free("NeuralGrok step, lookahead (T 4), --cuda-graph", ng, lookahead_gflop));
+      const double base = results[0].seconds;
+      for (const Result& r : results) rows.push_back({"train", r.name, 1e3 * r.seconds, r.seconds / base, 0, r.gemm_gflop});
     }
 
     if (sections.find("second-order") != std::string::npos) {
@@ -238,16 +271,24 @@ int main(int argc, char** argv) {
       }
     }
 
-    fmt::print("\n{:<14} {:<52} {:>10} {:>9} {:>10}\n", "section", "measurement", "ms", "x base", "peak MiB");
+    fmt::print("\n{:<14} {:<52} {:>10} {:>9} {:>10} {:>10} {:>9}\n", "section", "measurement", "ms", "x base",
+               "peak MiB", "GEMM GFLOP", "x floor");
     for (const Row& r : rows) {
-      fmt::print("{:<14} {:<52} {:>10.2f} {:>9.2f} {:>10}\n", r.section, r.name, r.ms, r.ratio,
-                 r.peak_mib > 0 ? fmt::format("{:.0f}", r.peak_mib) : "");
+      const bool counted = r.gemm_gflop > 0;
+      fmt::print("{:<14} {:<52} {:>10.2f} {:>9.2f} {:>10} {:>10} {:>9}\n", r.section, r.name, r.ms, r.ratio,
+                 r.peak_mib > 0 ? fmt::format("{:.0f}", r.peak_mib) : "",
+                 counted ? fmt::format("{:.3f}", r.gemm_gflop) : "",
+                 counted ? fmt::format("{:.2f}", r.ms / (r.gemm_gflop / ceiling * 1e3)) : "");
     }
     if (!json_path.empty()) {
       nlohmann::json j = nlohmann::json::array();
       for (const Row& r : rows) {
         j.push_back({{"section", r.section}, {"name", r.name}, {"ms", r.ms}, {"ratio", r.ratio}, {"peak_mib", r.peak_mib},
                      {"device", device.str()}, {"config", sizes.describe()}});
+        if (r.gemm_gflop > 0) {
+          j.back()["gemm_gflop"] = r.gemm_gflop;
+          j.back()["gemm_ceiling_gflops"] = ceiling;
+        }
       }
       std::ofstream(json_path) << j.dump(2) << "\n";
     }

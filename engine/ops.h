@@ -19,6 +19,9 @@ namespace tg {
 Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a = false, bool transpose_b = false);
 // x: [..., in], weight: [out, in], bias: [out] or undefined -> [..., out]  (y = x W^T + b)
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+// Floating-point operations (2 M N K per product) that matmul and linear have sent to the backends
+// since the program started: benchmarks difference it around a step to get the step's GEMM work.
+std::uint64_t matmul_flops_dispatched();
 
 // ---- elementwise (engine/ops/elementwise.cpp) ----
 Tensor add(const Tensor& a, const Tensor& b);

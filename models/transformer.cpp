@@ -125,13 +125,22 @@ Tensor Transformer::forward(const TensorList& p, const Tensor& ids, Activations*
     if (!pending.defined()) return AddLayerNorm{stream, layernorm(stream, gamma, beta, c.ln_eps)};
     return add_layernorm(stream, pending, gamma, beta, c.ln_eps, sum_is_used);
   };
+  // Only the answer position is scored, so the last layer's work after attention (out-projection, ln_2,
+  // MLP) runs on that position alone: its keys and values still come from every position. Each row of
+  // those products is computed exactly as in the full pass, so the logits are the same numbers. The
+  // capturing pass (analysis) keeps every position.
+  const bool prune_last_layer = capture == nullptr;
+  auto last_position = [&](const Tensor& t) { return reshape(slice(t, 1, s - 1, 1), {batch, d}); };  // [B, d]
   for (std::int64_t layer = 0; layer < c.layers; ++layer) {
     const Tensor* w = &p[first_layer + kPerLayer * static_cast<std::size_t>(layer)];
-    auto attention = [&](const Tensor& h) {  // [B, S, d] -> [B, S, d]
+    const bool answer_only = prune_last_layer && layer == c.layers - 1;
+    auto attention = [&](const Tensor& h) {  // [B, S, d] -> [B, S, d], or [B, d] for answer_only
       Tensor qkv = linear(h, w[kInProjWeight], w[kInProjBias]);  // [B, S, 3d]
-      return linear(causal_self_attention(qkv, c.heads), w[kOutProjWeight], w[kOutProjBias]);
+      Tensor heads = causal_self_attention(qkv, c.heads);           // [B, S, d]
+      if (answer_only) heads = last_position(heads);
+      return linear(heads, w[kOutProjWeight], w[kOutProjBias]);
     };
-    auto mlp = [&](const Tensor& h) {  // [B, S, d] -> [B, S, 4d] -> [B, S, d]; the first bias fused into GELU
+    auto mlp = [&](const Tensor& h) {  // [..., d] -> [..., 4d] -> [..., d]; the first bias fused into GELU
       const Tensor hidden = bias_gelu(linear(h, w[kMlp0Weight]), w[kMlp0Bias]);
       if (capture != nullptr) capture->mlp_hidden.push_back(hidden);
       return linear(hidden, w[kMlp2Weight], w[kMlp2Bias]);
@@ -141,15 +150,18 @@ Tensor Transformer::forward(const TensorList& p, const Tensor& ids, Activations*
     const AddLayerNorm ln1 = add_pending_and_norm(x, w[kLn1Weight], w[kLn1Bias], !reference);
     x = reference ? ln1.normed : ln1.sum;
     pending = attention(ln1.normed);
+    if (answer_only) x = last_position(x);
     const AddLayerNorm ln2 = add_pending_and_norm(x, w[kLn2Weight], w[kLn2Bias]);
     x = ln2.sum;
     pending = mlp(ln2.normed);
   }
   const std::size_t f = first_layer + kPerLayer * static_cast<std::size_t>(c.layers);
-  // Only the answer position reaches the head: slice before the last residual add and ln_f.
-  auto last_position = [&](const Tensor& t) { return reshape(slice(t, 1, s - 1, 1), {batch, d}); };
-  x = last_position(x);
-  if (pending.defined()) pending = last_position(pending);
+  // Only the answer position reaches the head: slice before the last residual add and ln_f (already
+  // done when the last layer ran on the answer position alone).
+  if (x.dim() == 3) {
+    x = last_position(x);
+    if (pending.defined()) pending = last_position(pending);
+  }
   return linear(add_pending_and_norm(x, p[f], p[f + 1], false).normed, p[f + 2]);  // [B, V]
 }
 

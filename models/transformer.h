@@ -4,7 +4,8 @@
 //        GrokTransfer's factorised embedding; models/token_embedding.h)
 //   per layer, block "reference" (as published):  x = ln_1(x); x = x + attn(x); x = x + mlp(ln_2(x))
 //              block "prenorm":                   x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
-//   logits = head(ln_f(x[:, S-1]))         only the answer position is ever scored
+//   logits = head(ln_f(x[:, S-1]))         only the answer position is ever scored, so the last layer's
+//                                          out-projection, ln_2 and MLP run on that position alone
 // attn: causal multi-head self-attention with a packed in-projection (nn.MultiheadAttention);
 // mlp: Linear(d, 4d), exact GELU, Linear(4d, d). Parameter names are the PyTorch state-dict names,
 // so weights move between tapegrok and the PyTorch reference model unchanged.

@@ -19,6 +19,7 @@ namespace {
 const std::set<std::string> kNotOps = {
     "operator+", "operator-", "operator*", "operator/",  // sugar for add, sub, mul, div, neg and scale
     "ids_checked_on_host",                               // IdsCheckedGuard's flag
+    "matmul_flops_dispatched",                           // a counter for benchmarks
 };
 
 // The names of the functions engine/ops.h declares: lines that start (unindented, as at namespace scope in

@@ -96,3 +96,41 @@ TEST_CASE("the two block variants compute different functions", "[model]") {
   Tensor ids = random_ids(rng, {3, 4}, 11);
   CHECK(rel_error(ref.forward(t.values(), ids), pre.forward(t.values(), ids)) > 1e-3);
 }
+
+// The last layer runs its out-projection, ln_2 and MLP on the answer position alone (the capturing pass
+// keeps every position, as the model did before): each remaining row is computed exactly as in the full
+// pass, so the logits agree bit for bit; parameter gradients agree to rounding (the weight gradients sum
+// over 1 instead of S positions per example, the other S - 1 contributing exact zeros).
+TEST_CASE("the answer-position-only last layer gives the full pass's logits bit for bit", "[model]") {
+  struct Case {
+    const char* block;
+    std::int64_t batch, seq, width, heads, layers;
+    DType dtype;
+  };
+  for (const Case& k : {Case{"reference", 512, 4, 128, 4, 2, DType::f32}, Case{"prenorm", 512, 4, 128, 4, 2, DType::f32},
+                        Case{"reference", 7, 5, 24, 3, 3, DType::f32}, Case{"prenorm", 9, 3, 12, 2, 1, DType::f64}}) {
+    CAPTURE(k.block, k.batch, k.seq, k.width, k.heads, k.layers);
+    TransformerConfig c;
+    c.vocab = 23;
+    c.seq_len = k.seq;
+    c.width = k.width;
+    c.heads = k.heads;
+    c.layers = k.layers;
+    c.block = parse_block_variant(k.block);
+    Transformer m(c);
+    ParameterTable t(m.parameter_specs(), k.dtype, Device::cpu());
+    Rng rng(21);
+    m.initialize(t, rng);
+    const Tensor ids = random_ids(rng, {k.batch, k.seq}, c.vocab), targets = random_ids(rng, {k.batch}, c.vocab);
+    Transformer::Activations full_pass;  // capturing forces every position through every layer
+    const Tensor pruned = m.forward(t.values(), ids), full = m.forward(t.values(), ids, &full_pass);
+    REQUIRE(full_pass.mlp_hidden.back().shape() == Shape{k.batch, k.seq, 4 * k.width});
+    CHECK(values(pruned) == values(full));
+    const TensorList g_pruned = grad({cross_entropy(pruned, targets)}, t.values());
+    const TensorList g_full = grad({cross_entropy(full, targets)}, t.values());
+    for (std::size_t i = 0; i < g_full.size(); ++i) {
+      CAPTURE(t.name(i));
+      CHECK(rel_error(g_pruned[i], g_full[i]) < (k.dtype == DType::f32 ? 1e-5 : 1e-13));
+    }
+  }
+}

@@ -1,5 +1,7 @@
 // Matrix products on cuBLAS / OpenBLAS. Backward rules are matrix products again, so second order
 // needs nothing more.
+#include <atomic>
+
 #include "engine/ops.h"
 #include "engine/ops/op_checks.h"
 
@@ -8,6 +10,11 @@ namespace tg {
 using namespace detail;
 
 namespace {
+
+std::atomic<std::uint64_t> flops_dispatched{0};
+void count_flops(std::int64_t batch, std::int64_t m, std::int64_t n, std::int64_t k) {
+  flops_dispatched.fetch_add(static_cast<std::uint64_t>(2 * batch * m * n * k), std::memory_order_relaxed);
+}
 
 // a, b: both 2-D or both 3-D with equal batch; contiguous not required (copied if needed).
 Tensor matmul_core(const Tensor& a, const Tensor& b, bool ta, bool tb) {
@@ -25,6 +32,7 @@ Tensor matmul_core(const Tensor& a, const Tensor& b, bool ta, bool tb) {
       out.fill_(0.0);
     } else {
       backend_of(a).gemm(a.contiguous(), b.contiguous(), out, ta, tb, 1.0, 0.0);
+      count_flops(r == 3 ? a.size(0) : 1, m, n, k);
     }
   }
 
@@ -41,6 +49,8 @@ Tensor matmul_core(const Tensor& a, const Tensor& b, bool ta, bool tb) {
 }
 
 }  // namespace
+
+std::uint64_t matmul_flops_dispatched() { return flops_dispatched.load(std::memory_order_relaxed); }
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b) {
   check_floating("matmul", a, "a");
@@ -103,6 +113,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     }
     if (in > 0) {
       be.gemm(x2, weight.contiguous(), out2, false, true, 1.0, bias.defined() ? 1.0 : 0.0);
+      count_flops(1, rows, out_features, in);
     } else if (!bias.defined()) {
       out.fill_(0.0);
     }

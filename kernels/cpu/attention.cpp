@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/parallel.h"
 
 namespace tg::cpu {
 
@@ -11,7 +12,9 @@ template <class T>
 void attention_forward(const T* qkv, T* y, T* probs, std::int64_t b, std::int64_t t, std::int64_t c, std::int64_t h) {
   const std::int64_t d = c / h;
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-  for (std::int64_t bi = 0; bi < b; ++bi) {
+  // Examples are independent: each writes its own rows of y and probs.
+  parallel_for(b, grain_for(t * t * c * 2), [&](std::int64_t b0, std::int64_t b1) {
+  for (std::int64_t bi = b0; bi < b1; ++bi) {
     for (std::int64_t hi = 0; hi < h; ++hi) {
       for (std::int64_t i = 0; i < t; ++i) {
         const T* q = qkv + (bi * t + i) * 3 * c + hi * d;
@@ -40,6 +43,7 @@ void attention_forward(const T* qkv, T* y, T* probs, std::int64_t b, std::int64_
       }
     }
   }
+  });
 }
 
 // With P the probabilities, dP = dY V^T, dS = P * (dP - rowsum(P * dP)):
@@ -49,9 +53,11 @@ void attention_backward(const T* dy, const T* qkv, const T* probs, T* dqkv, std:
                         std::int64_t c, std::int64_t h) {
   const std::int64_t d = c / h;
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-  for (std::int64_t n = 0; n < b * t * 3 * c; ++n) dqkv[n] = T(0);
+  // Examples are independent: each accumulates into its own rows of dqkv only.
+  parallel_for(b, grain_for(t * t * c * 4), [&](std::int64_t b0, std::int64_t b1) {
+  for (std::int64_t n = b0 * t * 3 * c; n < b1 * t * 3 * c; ++n) dqkv[n] = T(0);
   std::vector<double> ds(static_cast<std::size_t>(t));
-  for (std::int64_t bi = 0; bi < b; ++bi) {
+  for (std::int64_t bi = b0; bi < b1; ++bi) {
     for (std::int64_t hi = 0; hi < h; ++hi) {
       for (std::int64_t i = 0; i < t; ++i) {
         const T* p = probs + ((bi * h + hi) * t + i) * t;
@@ -80,6 +86,7 @@ void attention_backward(const T* dy, const T* qkv, const T* probs, T* dqkv, std:
       }
     }
   }
+  });
 }
 
 #define TG_INSTANTIATE(T)                                                                                          \

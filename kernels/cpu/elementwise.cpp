@@ -6,6 +6,7 @@
 
 #include "kernels/cpu/fast_math.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/parallel.h"
 
 namespace tg::cpu {
 
@@ -71,10 +72,35 @@ void fill(T* out, const StridedView& view, T value) {
 
 template <class T>
 void copy(const T* src, const StridedView& src_view, T* dst, const StridedView& dst_view) {
+  for (int d = 0; d < dst_view.rank; ++d) {
+    if (dst_view.shape[d] == 0) return;  // nothing to copy (the walks below assume every extent >= 1)
+  }
   const bool src_flat = src_view.rank == 0 || (src_view.rank == 1 && src_view.strides[0] == 1);
   const bool dst_flat = dst_view.rank == 0 || (dst_view.rank == 1 && dst_view.strides[0] == 1);
   if (src_flat && dst_flat) {  // both contiguous: one memcpy
     std::memcpy(dst, src, sizeof(T) * static_cast<std::size_t>(src_view.rank == 0 ? 1 : src_view.shape[0]));
+    return;
+  }
+  // One side contiguous, the other made of contiguous rows (a broadcast bias [rows, C] with strides
+  // [0, 1], the answer position sliced out of [B, S, C]): a memcpy per row.
+  const auto row_copy = [&](const StridedView& rows_view, auto&& copy_row) {
+    StridedView outer = rows_view;  // every dimension but the last
+    outer.rank -= 1;
+    const std::int64_t row = rows_view.shape[rows_view.rank - 1];
+    std::int64_t k = 0;
+    for_each_offset(outer, [&](std::int64_t o) { copy_row(o, k++ * row, row); });
+  };
+  const std::size_t bytes = sizeof(T);
+  if (dst_flat && src_view.rank >= 2 && src_view.strides[src_view.rank - 1] == 1) {
+    row_copy(src_view, [&](std::int64_t s, std::int64_t d, std::int64_t n) {
+      std::memcpy(dst + d, src + s, bytes * static_cast<std::size_t>(n));
+    });
+    return;
+  }
+  if (src_flat && dst_view.rank >= 2 && dst_view.strides[dst_view.rank - 1] == 1) {
+    row_copy(dst_view, [&](std::int64_t d, std::int64_t s, std::int64_t n) {
+      std::memcpy(dst + d, src + s, bytes * static_cast<std::size_t>(n));
+    });
     return;
   }
   // Both views list the same elements in the same row-major order (merging dimensions keeps the
@@ -123,22 +149,26 @@ void activation_backward(UnaryOp act, const T* x, const T* dy, T* dx, std::int64
 
 template <class T>
 void bias_gelu_forward(const T* x, const T* bias, T* y, std::int64_t rows, std::int64_t c) {
-  for (std::int64_t r = 0; r < rows; ++r) {
-    for (std::int64_t i = 0; i < c; ++i) {
-      const T h = x[r * c + i] + bias[i];
-      y[r * c + i] = h * Phi(h);
+  parallel_for(rows, grain_for(8 * c), [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      for (std::int64_t i = 0; i < c; ++i) {
+        const T h = x[r * c + i] + bias[i];
+        y[r * c + i] = h * Phi(h);
+      }
     }
-  }
+  });
 }
 
 template <class T>
 void bias_gelu_backward(const T* x, const T* bias, const T* dy, T* dx, std::int64_t rows, std::int64_t c) {
-  for (std::int64_t r = 0; r < rows; ++r) {
-    for (std::int64_t i = 0; i < c; ++i) {
-      const T h = x[r * c + i] + bias[i];
-      dx[r * c + i] = dy[r * c + i] * (Phi(h) + h * phi(h));
+  parallel_for(rows, grain_for(12 * c), [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      for (std::int64_t i = 0; i < c; ++i) {
+        const T h = x[r * c + i] + bias[i];
+        dx[r * c + i] = dy[r * c + i] * (Phi(h) + h * phi(h));
+      }
     }
-  }
+  });
 }
 
 namespace {
@@ -161,15 +191,21 @@ bool is_row_broadcast(const StridedView& v) { return v.rank == 2 && v.strides[0]
 template <class T, BinaryOp Op>
 void binary_loop(const T* a, const StridedView& av, const T* b, const StridedView& bv, T* out, std::int64_t n) {
   if (is_flat(av) && is_flat(bv) && av.rank == bv.rank) {
-    for (std::int64_t i = 0; i < n; ++i) out[i] = apply(Op, a[i], b[i]);
+    parallel_for(n, grain_for(2), [&](std::int64_t i0, std::int64_t i1) {
+      for (std::int64_t i = i0; i < i1; ++i) out[i] = apply(Op, a[i], b[i]);
+    });
   } else if (is_flat(av) && av.rank == 1 && is_scalar(bv)) {
     const T s = b[0];
-    for (std::int64_t i = 0; i < n; ++i) out[i] = apply(Op, a[i], s);
+    parallel_for(n, grain_for(2), [&](std::int64_t i0, std::int64_t i1) {
+      for (std::int64_t i = i0; i < i1; ++i) out[i] = apply(Op, a[i], s);
+    });
   } else if (is_flat(av) && av.rank == 1 && is_row_broadcast(bv)) {
     const std::int64_t rows = bv.shape[0], len = bv.shape[1];
-    for (std::int64_t r = 0; r < rows; ++r) {
-      for (std::int64_t j = 0; j < len; ++j) out[r * len + j] = apply(Op, a[r * len + j], b[j]);
-    }
+    parallel_for(rows, grain_for(2 * len), [&](std::int64_t r0, std::int64_t r1) {
+      for (std::int64_t r = r0; r < r1; ++r) {
+        for (std::int64_t j = 0; j < len; ++j) out[r * len + j] = apply(Op, a[r * len + j], b[j]);
+      }
+    });
   } else {  // general: one cursor per input, output contiguous
     Cursor ca(av), cb(bv);
     for (std::int64_t i = 0; i < n; ++i) {

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/parallel.h"
 
 namespace tg::cpu {
 
@@ -64,8 +65,11 @@ void adam_loop(T* p, const T* g, T* m, T* v, std::int64_t n, const AdamStep& s, 
 template <class T>
 void adam_clipped(T* p, const T* g, T* m, T* v, std::int64_t n, const AdamStep& s, T step_size, T sqrt_bc2, T decay,
                   ClipScale<T> clip) {
-  for_each_clipped_chunk(g, n, clip, [&](std::int64_t o, const T* gc, std::int64_t len) {
-    adam_loop(p + o, gc, m + o, v + o, len, s, step_size, sqrt_bc2, decay);
+  // Elementwise, so any split gives the same numbers.
+  parallel_for(n, grain_for(16), [&](std::int64_t i0, std::int64_t i1) {
+    for_each_clipped_chunk(g + i0, i1 - i0, clip, [&](std::int64_t o, const T* gc, std::int64_t len) {
+      adam_loop(p + i0 + o, gc, m + i0 + o, v + i0 + o, len, s, step_size, sqrt_bc2, decay);
+    });
   });
 }
 

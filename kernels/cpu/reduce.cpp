@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/parallel.h"
 
 namespace tg::cpu {
 
@@ -18,22 +19,30 @@ inline double abs_entropy_term(double x) {
 
 template <class T>
 void reduce_dim(ReduceOp op, const T* x, T* out, std::int64_t outer, std::int64_t reduce, std::int64_t inner) {
-  std::vector<double> acc(static_cast<std::size_t>(inner));
-  for (std::int64_t o = 0; o < outer; ++o) {
-    std::fill(acc.begin(), acc.end(), 0.0);
-    const T* block = x + o * reduce * inner;
-    for (std::int64_t r = 0; r < reduce; ++r) {
-      const T* row = block + r * inner;
-      if (op == ReduceOp::sum) {
-        for (std::int64_t i = 0; i < inner; ++i) acc[static_cast<std::size_t>(i)] += row[i];
-      } else if (op == ReduceOp::abs_entropy) {
-        for (std::int64_t i = 0; i < inner; ++i) acc[static_cast<std::size_t>(i)] += abs_entropy_term(row[i]);
-      } else {
-        for (std::int64_t i = 0; i < inner; ++i) acc[static_cast<std::size_t>(i)] += double(row[i]) * double(row[i]);
+  // Each output element sums its `reduce` terms in order, whichever chunk of outputs it falls in; the
+  // chunks are (outer block, run of 64 columns) pairs.
+  constexpr std::int64_t kColumns = 64;
+  const std::int64_t column_chunks = (inner + kColumns - 1) / kColumns;
+  parallel_for(outer * column_chunks, grain_for(reduce * kColumns), [&](std::int64_t c0, std::int64_t c1) {
+    double acc[kColumns];
+    for (std::int64_t chunk = c0; chunk < c1; ++chunk) {
+      const std::int64_t o = chunk / column_chunks, i0 = (chunk % column_chunks) * kColumns;
+      const std::int64_t width = std::min(kColumns, inner - i0);
+      std::fill(acc, acc + width, 0.0);
+      const T* block = x + o * reduce * inner + i0;
+      for (std::int64_t r = 0; r < reduce; ++r) {
+        const T* row = block + r * inner;
+        if (op == ReduceOp::sum) {
+          for (std::int64_t i = 0; i < width; ++i) acc[i] += row[i];
+        } else if (op == ReduceOp::abs_entropy) {
+          for (std::int64_t i = 0; i < width; ++i) acc[i] += abs_entropy_term(row[i]);
+        } else {
+          for (std::int64_t i = 0; i < width; ++i) acc[i] += double(row[i]) * double(row[i]);
+        }
       }
+      for (std::int64_t i = 0; i < width; ++i) out[o * inner + i0 + i] = static_cast<T>(acc[i]);
     }
-    for (std::int64_t i = 0; i < inner; ++i) out[o * inner + i] = static_cast<T>(acc[static_cast<std::size_t>(i)]);
-  }
+  });
 }
 
 template <class T>
