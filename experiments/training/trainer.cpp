@@ -18,6 +18,8 @@
 #include "experiments/training/model_factory.h"
 #include "experiments/training/run_directory.h"
 #include "experiments/training/run_log.h"
+#include "kernels/cpu/openblas_core.h"
+#include "kernels/cpu/parallel.h"
 #include "optim/gradient_transforms.h"
 
 namespace tg {
@@ -301,7 +303,9 @@ RunProgress Trainer::run() {
   // The settings, and beside them what else decides the bits (README, "Determinism"): the BLAS
   // thread count partitions the GEMMs.
   nlohmann::json config = to_json(config_);
-  config["runtime"] = {{"blas_threads", openblas_get_num_threads()}, {"device", device_.str()}};
+  config["runtime"] = {{"blas_threads", openblas_get_num_threads()}, {"cpu_kernel_threads", cpu::cpu_threads()},
+                       {"openblas_core", cpu::openblas_core()},
+                       {"device", device_.str()}};
   dir.write_text("config.json", config.dump(2) + "\n");
   MetricsLog metrics(dir.file("metrics.jsonl"), resumed_ ? progress_.step : -1);
   ProgressDisplay display(config_.progress, config_.max_steps);

@@ -16,6 +16,7 @@
 #include "experiments/cli/train_command.h"
 #include "experiments/training/checkpoint.h"
 #include "experiments/training/trainer.h"
+#include "kernels/cpu/openblas_core.h"
 #include "models/transformer.h"
 
 namespace py = pybind11;
@@ -273,6 +274,7 @@ PYBIND11_MODULE(_tapegrok, m) {
       .def("__matmul__", [](const Tensor& a, const py::handle& b) { return matmul(a, as_tensor(b)); });
 
   // ---- ops (engine/ops.h); each records on the tape when an input requires a gradient
+  m.def("openblas_core", &cpu::openblas_core, "the OpenBLAS kernels the GEMMs run on (e.g. 'SkylakeX')");
   m.def("matmul", [](const Tensor& a, const Tensor& b, bool ta, bool tb) { return matmul(a, b, ta, tb); },
         py::arg("a"), py::arg("b"), py::arg("transpose_a") = false, py::arg("transpose_b") = false,
         "[.., m, k] @ [k, n] (2-D or batched)");

@@ -22,9 +22,31 @@ import os
 import tempfile
 from typing import Any, Callable, Dict, List, Optional
 
-import numpy as np
 
-from ._tapegrok import (  # noqa: F401  (the engine's own objects)
+
+def _choose_openblas_core() -> Optional[str]:
+    """The engine's executables choose OpenBLAS's kernels before it loads (SkylakeX on an AVX-512 CPU,
+    where OpenBLAS can fall back to generic kernels several times slower; kernels/cpu/openblas_core.h).
+    The same rule here, before the extension loads OpenBLAS, so Python and the CLI compute the same bits.
+    Returns the core asked for, or None where OpenBLAS's own choice stands."""
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        return os.environ["OPENBLAS_CORETYPE"]
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return None
+    if {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= set(flags):
+        os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
+        return "SkylakeX"
+    return None
+
+
+_wanted_openblas_core = _choose_openblas_core()  # before NumPy, which loads the same OpenBLAS
+
+import numpy as np  # noqa: E402
+
+from ._tapegrok import (  # noqa: E402,F401  (the engine's own objects)
     Error,
     Model,
     Tensor,
@@ -60,7 +82,14 @@ from ._tapegrok import (  # noqa: F401  (the engine's own objects)
     tape_size,
     transpose,
 )
-from . import _tapegrok
+from . import _tapegrok  # noqa: E402
+
+if _wanted_openblas_core and _tapegrok.openblas_core().lower() != _wanted_openblas_core.lower():
+    import warnings  # noqa: E402
+
+    warnings.warn(f"OpenBLAS was loaded before tapegrok and runs its {_tapegrok.openblas_core()} kernels, not "
+                  f"{_wanted_openblas_core}: results differ from the CLI's in the last bits (import tapegrok "
+                  "first, or set OPENBLAS_CORETYPE for both)", RuntimeWarning, stacklevel=2)
 
 __all__ = ["train", "Run", "load", "Model", "Tensor", "Error", "train_flags", "read_metrics", "no_grad"]
 
