@@ -14,6 +14,7 @@ void attention_forward(const T* qkv, T* y, T* probs, std::int64_t b, std::int64_
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   // Examples are independent: each writes its own rows of y and probs.
   parallel_for(b, grain_for(t * t * c * 2), [&](std::int64_t b0, std::int64_t b1) {
+  std::vector<double> acc(static_cast<std::size_t>(d));
   for (std::int64_t bi = b0; bi < b1; ++bi) {
     for (std::int64_t hi = 0; hi < h; ++hi) {
       for (std::int64_t i = 0; i < t; ++i) {
@@ -23,6 +24,7 @@ void attention_forward(const T* qkv, T* y, T* probs, std::int64_t b, std::int64_
         for (std::int64_t j = 0; j <= i; ++j) {
           const T* k = qkv + (bi * t + j) * 3 * c + c + hi * d;
           double dot = 0.0;
+#pragma omp simd reduction(+ : dot)
           for (std::int64_t e = 0; e < d; ++e) dot += double(q[e]) * double(k[e]);
           p[j] = static_cast<T>(dot * scale);
           max = p[j] > max ? p[j] : max;
@@ -34,12 +36,17 @@ void attention_forward(const T* qkv, T* y, T* probs, std::int64_t b, std::int64_
         }
         for (std::int64_t j = 0; j <= i; ++j) p[j] = static_cast<T>(p[j] / total);
         for (std::int64_t j = i + 1; j < t; ++j) p[j] = T(0);  // masked (future) positions
+        // out = sum_j p[j] v_j: each output element sums over j in order; the loops run over e innermost
+        // so they vectorise.
         T* out = y + (bi * t + i) * c + hi * d;
-        for (std::int64_t e = 0; e < d; ++e) {
-          double acc = 0.0;
-          for (std::int64_t j = 0; j <= i; ++j) acc += double(p[j]) * double(qkv[(bi * t + j) * 3 * c + 2 * c + hi * d + e]);
-          out[e] = static_cast<T>(acc);
+        double* a = acc.data();
+        for (std::int64_t e = 0; e < d; ++e) a[e] = 0.0;
+        for (std::int64_t j = 0; j <= i; ++j) {
+          const double pj = p[j];
+          const T* v = qkv + (bi * t + j) * 3 * c + 2 * c + hi * d;
+          for (std::int64_t e = 0; e < d; ++e) a[e] += pj * double(v[e]);
         }
+        for (std::int64_t e = 0; e < d; ++e) out[e] = static_cast<T>(a[e]);
       }
     }
   }
@@ -66,6 +73,7 @@ void attention_backward(const T* dy, const T* qkv, const T* probs, T* dqkv, std:
         for (std::int64_t j = 0; j <= i; ++j) {
           const T* v = qkv + (bi * t + j) * 3 * c + 2 * c + hi * d;
           double dp = 0.0;
+#pragma omp simd reduction(+ : dp)
           for (std::int64_t e = 0; e < d; ++e) dp += double(dyi[e]) * double(v[e]);
           ds[static_cast<std::size_t>(j)] = dp;
           row += double(p[j]) * dp;

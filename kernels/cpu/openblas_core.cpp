@@ -28,9 +28,13 @@ bool has_avx512_skylakex() {
 const char* preferred_openblas_core() { return has_avx512_skylakex() ? "SkylakeX" : nullptr; }
 
 void choose_openblas_core() {
-  const char* set = std::getenv("OPENBLAS_CORETYPE");
-  if (set != nullptr && *set != '\0') return;
-  if (const char* core = preferred_openblas_core()) setenv("OPENBLAS_CORETYPE", core, 1);
+  auto unset = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v == nullptr || *v == '\0';
+  };
+  const char* core = preferred_openblas_core();
+  if (core != nullptr && unset("OPENBLAS_CORETYPE")) setenv("OPENBLAS_CORETYPE", core, 1);
+  if (unset("OPENBLAS_THREAD_TIMEOUT")) setenv("OPENBLAS_THREAD_TIMEOUT", kOpenBlasThreadTimeout, 1);
 }
 
 std::string openblas_core() {

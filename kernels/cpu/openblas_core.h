@@ -15,8 +15,14 @@ namespace tg::cpu {
 // "SkylakeX" where the rule above overrides OpenBLAS's detection, else null.
 const char* preferred_openblas_core();
 
-// Sets OPENBLAS_CORETYPE to preferred_openblas_core() unless it is set already. Only has an effect
-// before OpenBLAS has loaded.
+// OPENBLAS_THREAD_TIMEOUT's value, set the same way when the user has not: OpenBLAS's idle workers
+// spin on sched_yield for 2^28 cycles after each product by default, taking a core from the next
+// kernel on a 2-core machine; 2^4 makes them sleep at once (about 10% off a training step there,
+// docs/results/cpu_benchmarks.md). It changes no result.
+constexpr const char* kOpenBlasThreadTimeout = "4";
+
+// Sets OPENBLAS_CORETYPE to preferred_openblas_core() and OPENBLAS_THREAD_TIMEOUT to
+// kOpenBlasThreadTimeout, each unless set already. Only has an effect before OpenBLAS has loaded.
 void choose_openblas_core();
 
 // The kernels OpenBLAS runs with, as it names them (e.g. "SkylakeX").

@@ -29,6 +29,8 @@ def _choose_openblas_core() -> Optional[str]:
     where OpenBLAS can fall back to generic kernels several times slower; kernels/cpu/openblas_core.h).
     The same rule here, before the extension loads OpenBLAS, so Python and the CLI compute the same bits.
     Returns the core asked for, or None where OpenBLAS's own choice stands."""
+    if not os.environ.get("OPENBLAS_THREAD_TIMEOUT"):  # idle BLAS threads sleep at once (changes no result)
+        os.environ["OPENBLAS_THREAD_TIMEOUT"] = "4"
     if os.environ.get("OPENBLAS_CORETYPE"):
         return os.environ["OPENBLAS_CORETYPE"]
     try:

@@ -1,8 +1,8 @@
 // Linked into every tapegrok executable (tapegrok_link_device), never into a shared library. The
 // dynamic loader runs an executable's .preinit_array before any shared library's constructor, but C
-// library start-up resets the environment after it, so a setenv here would be lost: when the rule of
-// kernels/cpu/openblas_core.h wants a core and OPENBLAS_CORETYPE is unset, the program re-executes
-// itself once with the variable added (the second start finds it set and goes on).
+// library start-up resets the environment after it, so a setenv here would be lost: when the settings
+// of kernels/cpu/openblas_core.h are missing from the environment, the program re-executes itself once
+// with them added (the second start finds them set and goes on).
 #include <unistd.h>
 
 #include <cstring>
@@ -11,21 +11,33 @@
 
 namespace {
 
-void choose_before_libraries_load(int, char** argv, char** envp) {
-  constexpr const char* kName = "OPENBLAS_CORETYPE=";
-  std::size_t n = 0;
-  for (; envp[n] != nullptr; ++n) {
-    if (std::strncmp(envp[n], kName, std::strlen(kName)) == 0 && envp[n][std::strlen(kName)] != '\0') return;
+bool is_set(char** envp, const char* prefix) {  // prefix: "NAME="
+  const std::size_t n = std::strlen(prefix);
+  for (char** e = envp; *e != nullptr; ++e) {
+    if (std::strncmp(*e, prefix, n) == 0 && (*e)[n] != '\0') return true;
   }
-  const char* core = tg::cpu::preferred_openblas_core();
-  if (core == nullptr || n > 4096) return;
-  char setting[64] = {};
-  std::strcat(std::strcat(setting, kName), core);
-  char* env[4098];  // the environment, the setting, the terminator: no allocation this early
+  return false;
+}
+
+void choose_before_libraries_load(int, char** argv, char** envp) {
+  std::size_t n = 0;
+  while (envp[n] != nullptr) ++n;
+  if (n > 4096) return;
+  char* env[4099];  // the environment, up to two settings, the terminator: no allocation this early
   for (std::size_t i = 0; i < n; ++i) env[i] = envp[i];
-  env[n] = setting;
-  env[n + 1] = nullptr;
-  ::execve("/proc/self/exe", argv, env);  // returns only on failure: go on with OpenBLAS's own choice
+  std::size_t added = 0;
+  static char core[64] = "OPENBLAS_CORETYPE=", timeout[64] = "OPENBLAS_THREAD_TIMEOUT=";
+  if (const char* preferred = tg::cpu::preferred_openblas_core(); preferred != nullptr && !is_set(envp, core)) {
+    std::strncat(core, preferred, sizeof(core) - std::strlen(core) - 1);
+    env[n + added++] = core;
+  }
+  if (!is_set(envp, timeout)) {
+    std::strncat(timeout, tg::cpu::kOpenBlasThreadTimeout, sizeof(timeout) - std::strlen(timeout) - 1);
+    env[n + added++] = timeout;
+  }
+  if (added == 0) return;
+  env[n + added] = nullptr;
+  ::execve("/proc/self/exe", argv, env);  // returns only on failure: go on with OpenBLAS's own choices
 }
 
 }  // namespace
