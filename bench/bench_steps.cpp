@@ -234,7 +234,8 @@ int main(int argc, char** argv) {
       auto measure = [&](const std::string& name, auto&& f) {
         be.allocator().reset_peak();
         const double s = median_seconds(device, warmup, repeats, f);
-        return Row{"second-order", name, 1e3 * s, 0, static_cast<double>(peak_bytes(device)) / 1048576.0};
+        const double mib = static_cast<double>(peak_bytes(device)) / 1048576.0;
+        return Row{"second-order", name, 1e3 * s, 0, mib, gemm_gflop_of(f)};
       };
       auto loss_at = [&](const TensorList& theta) { return cross_entropy(t.model().forward(theta, ids), targets); };
       Row g = measure("gradient (forward + backward)", [&] {
