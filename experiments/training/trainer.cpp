@@ -18,6 +18,7 @@
 #include "experiments/training/model_factory.h"
 #include "experiments/training/run_directory.h"
 #include "experiments/training/run_log.h"
+#include "kernels/cpu/float_mode.h"
 #include "kernels/cpu/openblas_core.h"
 #include "kernels/cpu/parallel.h"
 #include "optim/gradient_transforms.h"
@@ -301,10 +302,10 @@ EvalStats Trainer::evaluate(const std::vector<std::int64_t>& examples) const {
 RunProgress Trainer::run() {
   const RunDirectory dir(config_.run_dir, resumed_);
   // The settings, and beside them what else decides the bits (README, "Determinism"): the BLAS
-  // thread count partitions the GEMMs.
+  // thread count partitions the GEMMs; flushing subnormals changes results below 1.2e-38.
   nlohmann::json config = to_json(config_);
   config["runtime"] = {{"blas_threads", openblas_get_num_threads()}, {"cpu_kernel_threads", cpu::cpu_threads()},
-                       {"openblas_core", cpu::openblas_core()},
+                       {"openblas_core", cpu::openblas_core()}, {"flush_subnormals", cpu::flush_subnormals()},
                        {"device", device_.str()}};
   dir.write_text("config.json", config.dump(2) + "\n");
   MetricsLog metrics(dir.file("metrics.jsonl"), resumed_ ? progress_.step : -1);

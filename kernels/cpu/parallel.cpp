@@ -9,6 +9,8 @@
 #include <thread>
 #include <vector>
 
+#include "kernels/cpu/float_mode.h"
+
 namespace tg::cpu {
 
 namespace {
@@ -44,6 +46,7 @@ class Pool {
       std::lock_guard lock(mutex_);
       job_ = &chunk;
       chunks_ = chunks;
+      control_ = float_control();  // chunks run under the caller's floating-point mode
       next_.store(0, std::memory_order_relaxed);
       busy_ = static_cast<int>(workers_.size());
       ++generation_;
@@ -68,6 +71,7 @@ class Pool {
     while (true) {
       const std::function<void(std::int64_t)>* job;
       std::int64_t chunks;
+      unsigned control;
       {
         std::unique_lock lock(mutex_);
         wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
@@ -75,7 +79,9 @@ class Pool {
         seen = generation_;
         job = job_;
         chunks = chunks_;
+        control = control_;
       }
+      if (control != float_control()) set_float_control(control);
       inside_ = true;
       drain(*job, chunks);
       inside_ = false;
@@ -103,6 +109,7 @@ class Pool {
   std::condition_variable wake_, done_;
   const std::function<void(std::int64_t)>* job_ = nullptr;
   std::int64_t chunks_ = 0;
+  unsigned control_ = 0;
   std::atomic<std::int64_t> next_{0};
   int busy_ = 0;
   std::uint64_t generation_ = 0;

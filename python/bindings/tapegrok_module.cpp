@@ -16,6 +16,7 @@
 #include "experiments/cli/train_command.h"
 #include "experiments/training/checkpoint.h"
 #include "experiments/training/trainer.h"
+#include "kernels/cpu/float_mode.h"
 #include "kernels/cpu/openblas_core.h"
 #include "models/transformer.h"
 
@@ -275,6 +276,10 @@ PYBIND11_MODULE(_tapegrok, m) {
 
   // ---- ops (engine/ops.h); each records on the tape when an input requires a gradient
   m.def("openblas_core", &cpu::openblas_core, "the OpenBLAS kernels the GEMMs run on (e.g. 'SkylakeX')");
+  m.def("flush_subnormals", &cpu::flush_subnormals,
+        "whether the CPU kernels flush subnormal floats to zero (default True; TAPEGROK_FLUSH_SUBNORMALS=0 turns it off)");
+  m.def("set_flush_subnormals", &cpu::set_flush_subnormals, py::arg("flush"),
+        "flush subnormal floats to zero in the CPU kernels from now on (faster second order; see docs/architecture.md)");
   m.def("matmul", [](const Tensor& a, const Tensor& b, bool ta, bool tb) { return matmul(a, b, ta, tb); },
         py::arg("a"), py::arg("b"), py::arg("transpose_a") = false, py::arg("transpose_b") = false,
         "[.., m, k] @ [k, n] (2-D or batched)");

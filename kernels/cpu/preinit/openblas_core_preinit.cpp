@@ -2,11 +2,14 @@
 // dynamic loader runs an executable's .preinit_array before any shared library's constructor, but C
 // library start-up resets the environment after it, so a setenv here would be lost: when the settings
 // of kernels/cpu/openblas_core.h are missing from the environment, the program re-executes itself once
-// with them added (the second start finds them set and goes on).
+// with them added (the second start finds them set and goes on). Then it sets the CPU kernels'
+// floating-point mode (kernels/cpu/float_mode.h) on the main thread, so that OpenBLAS's worker threads,
+// which its constructor starts, inherit it.
 #include <unistd.h>
 
 #include <cstring>
 
+#include "kernels/cpu/float_mode.h"
 #include "kernels/cpu/openblas_core.h"
 
 namespace {
@@ -19,7 +22,19 @@ bool is_set(char** envp, const char* prefix) {  // prefix: "NAME="
   return false;
 }
 
+bool is(char** envp, const char* setting) {  // setting: "NAME=value"
+  for (char** e = envp; *e != nullptr; ++e) {
+    if (std::strcmp(*e, setting) == 0) return true;
+  }
+  return false;
+}
+
+void set_float_mode(char** envp) {
+  if (!is(envp, "TAPEGROK_FLUSH_SUBNORMALS=0")) tg::cpu::set_float_control(tg::cpu::float_control() | tg::cpu::subnormal_flush_bits());
+}
+
 void choose_before_libraries_load(int, char** argv, char** envp) {
+  set_float_mode(envp);
   std::size_t n = 0;
   while (envp[n] != nullptr) ++n;
   if (n > 4096) return;
