@@ -30,7 +30,8 @@ bool is(char** envp, const char* setting) {  // setting: "NAME=value"
 }
 
 void set_float_mode(char** envp) {
-  if (!is(envp, "TAPEGROK_FLUSH_SUBNORMALS=0")) tg::cpu::set_float_control(tg::cpu::float_control() | tg::cpu::subnormal_flush_bits());
+  if (is(envp, "TAPEGROK_FLUSH_SUBNORMALS=0")) return;
+  tg::cpu::set_float_control(tg::cpu::float_control() | tg::cpu::subnormal_flush_bits());
 }
 
 void choose_before_libraries_load(int, char** argv, char** envp) {
