@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/backend.h"
+#include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/second_order.h"
 #include "experiments/methods/neuralgrok.h"
@@ -57,6 +58,42 @@ struct Row {
   double peak_mib = 0;  // allocator peak during the measurement (0: not measured)
   double gemm_gflop = 0;  // matrix-product work per step (0: not counted)
 };
+
+// Median seconds per step of a trainer's steps, timed `per_sample` consecutive steps at a time, over
+// `repeats` samples whose every step had a full batch. An epoch ends with a short batch (a+b's 4704
+// training examples are 9 batches of 512 and one of 96; 2 examples with NeuralGrok's outer set held
+// out), which takes a fraction of a full step's time; PyTorch's side (bench/pytorch_steps.py) times
+// full batches only, so a sample holding a short batch is run but not counted. Samples start at a
+// multiple of per_sample steps from the trainer's first step, so blocks of 4 hold one NeuralGrok meta
+// step (T 4) each; the device is synchronised around each sample only.
+// Also returns the GEMM GFLOP per step of the counted samples (a replayed CUDA graph dispatches none).
+struct StepTiming {
+  double seconds, gemm_gflop;
+};
+StepTiming median_full_batch_seconds(Device device, Trainer& t, int warmup, int repeats, int per_sample) {
+  Backend& be = backend_for(device);
+  for (int i = 0; i < warmup * per_sample; ++i) t.step();
+  be.synchronize();
+  std::vector<double> samples;
+  std::uint64_t flops = 0;
+  for (int tries = 0; static_cast<int>(samples.size()) < repeats; ++tries) {
+    // Short batches come once per epoch (>= 2 full batches at the bench's sizes), so most samples count.
+    TG_CHECK(tries < 4 * repeats + 8, "bench: {} of {} samples of {} steps held a full batch in every step",
+             samples.size(), tries, per_sample);
+    bool full = true;
+    const std::uint64_t flops_before = matmul_flops_dispatched();
+    const double start = now();
+    for (int k = 0; k < per_sample; ++k) full &= t.step().examples == t.config().batch_size;
+    be.synchronize();
+    const double seconds = now() - start;
+    if (!full) continue;
+    samples.push_back(seconds / per_sample);
+    flops += matmul_flops_dispatched() - flops_before;
+  }
+  std::sort(samples.begin(), samples.end());
+  return {samples[samples.size() / 2],
+          static_cast<double>(flops) * 1e-9 / static_cast<double>(repeats) / static_cast<double>(per_sample)};
+}
 
 // GFLOP that one call of f sends to matmul/linear.
 template <class F>
@@ -139,8 +176,8 @@ int main(int argc, char** argv) {
       auto time_steps = [&](const std::string& name, TrainConfig c, int extra_warmup = 0) {
         c.device = device.str();
         Trainer t(c);
-        const double s = median_seconds(device, warmup + extra_warmup, repeats, [&] { t.step(); });
-        return Result{name, s, gemm_gflop_of([&] { t.step(); })};
+        const StepTiming timing = median_full_batch_seconds(device, t, warmup + extra_warmup, repeats, 1);
+        return Result{name, timing.seconds, timing.gemm_gflop};
       };
       std::vector<Result> results;
       TrainConfig c = base_config(device.str(), sizes);
@@ -190,27 +227,20 @@ int main(int argc, char** argv) {
         ng.meta_grad = mode;
         ng.device = device.str();
         Trainer t(ng);
-        auto block_of_4 = [&] {
-          for (int k = 0; k < 4; ++k) t.step();
-        };
-        const double block = median_seconds(device, 1, std::max(3, repeats / 3), block_of_4);
-        results.push_back({fmt::format("NeuralGrok step, {} meta (T 4, amortised)", mode), block / 4,
-                           gemm_gflop_of(block_of_4) / 4});
+        const StepTiming timing = median_full_batch_seconds(device, t, 1, std::max(3, repeats / 3), 4);
+        results.push_back({fmt::format("NeuralGrok step, {} meta (T 4, amortised)", mode), timing.seconds,
+                           timing.gemm_gflop});
       }
-      // Sync-free steps (--cuda-graph) as a run takes them: blocks of 16 back-to-back steps with no
-      // wait between them (the statistics ring is read when full, as in training), per step. On a GPU
-      // the warm-up covers the eager first steps and the graph captures; on the CPU they run eagerly.
+      // Sync-free steps (--cuda-graph) as a run takes them: blocks of 4 back-to-back steps with no wait
+      // between them, per step. On a GPU the warm-up (8 steps) covers the eager first steps and the
+      // graph captures; on the CPU they run eagerly.
       // gemm_gflop: a replayed graph dispatches no ops, so the GEMM work is that of the same eager step.
       auto time_sync_free = [&](const std::string& name, TrainConfig cfg, double gemm_gflop) {
         cfg.device = device.str();
         cfg.cuda_graph = true;
         Trainer t(cfg);
-        constexpr int kBlock = 16;
-        for (int k = 0; k < 8; ++k) t.step();  // eager steps and captures (both kinds of NeuralGrok step)
-        const double block = median_seconds(device, 1, std::max(3, repeats / 3), [&] {
-          for (int k = 0; k < kBlock; ++k) t.step();
-        });
-        return Result{name, block / kBlock, gemm_gflop};
+        const StepTiming timing = median_full_batch_seconds(device, t, 2, std::max(3, repeats / 3), 4);
+        return Result{name, timing.seconds, gemm_gflop};
       };
       const double plain_gflop = results[0].gemm_gflop, lookahead_gflop = results[results.size() - 2].gemm_gflop;
       results.push_back(time_sync_free("standard Adam step, --cuda-graph", c0, plain_gflop));

@@ -3,8 +3,11 @@
 #include <catch2/catch_test_macros.hpp>
 
 #include <atomic>
+#include <bit>
+#include <cmath>
 #include <vector>
 
+#include "engine/backend.h"
 #include "experiments/training/trainer.h"
 #include "kernels/cpu/parallel.h"
 #include "run_support.h"
@@ -87,6 +90,37 @@ TEST_CASE("training steps are bit-identical for any number of CPU kernel threads
     for (int threads : {2, 3, 8}) {
       CAPTURE(threads);
       CHECK(final_state(threads, method) == one);
+    }
+  }
+}
+
+TEST_CASE("whole-tensor reductions match a float64 sum and are bit-identical for any thread count",
+          "[cpu][threads]") {
+  ThreadCountGuard guard;
+  Rng rng(11);
+  // Sizes around the reduction's 4096-element blocks and 8 lanes, and a parameter vector's size.
+  for (std::int64_t n : {1, 7, 4096, 4097, 3 * 4096 + 5, 422656}) {
+    const Tensor x = random(rng, {n}, DType::f32);
+    const std::vector<double> xs = values(x);
+    double sum = 0.0, squares = 0.0, entropy = 0.0;
+    for (double v : xs) {
+      sum += v;
+      squares += v * v;
+      entropy += v == 0.0 ? 0.0 : -std::fabs(v) * std::log(std::fabs(v));
+    }
+    for (const auto& [op, reference] : {std::pair{ReduceOp::sum, sum}, std::pair{ReduceOp::sum_squares, squares},
+                                        std::pair{ReduceOp::abs_entropy, entropy}}) {
+      CAPTURE(n, static_cast<int>(op));
+      std::vector<float> results;
+      for (int threads : {1, 2, 3, 8}) {
+        cpu::set_cpu_threads(threads);
+        const Tensor out = Tensor::zeros({}, DType::f32);
+        backend_for(Device::cpu()).reduce_all(op, x, out);
+        results.push_back(static_cast<float>(values(out)[0]));
+      }
+      // Accumulated in double and rounded once: the float64 sum rounded to float, give or take an ulp.
+      CHECK(std::fabs(results[0] - reference) <= 2e-7 * std::max(1.0, std::fabs(reference)));
+      for (float r : results) CHECK(std::bit_cast<std::uint32_t>(r) == std::bit_cast<std::uint32_t>(results[0]));
     }
   }
 }

@@ -45,16 +45,37 @@ void reduce_dim(ReduceOp op, const T* x, T* out, std::int64_t outer, std::int64_
   });
 }
 
+// The order is fixed by n alone: blocks of kBlock elements, each summed in kLanes interleaved partial
+// sums (element i into lane i % kLanes) that are then added lane by lane; the block sums are added in
+// block order. Independent lanes and blocks let the sum vectorise and run on the pool instead of one
+// chain of dependent additions (4 cycles each), and the result is the same for any thread count.
 template <class T>
 void reduce_all(ReduceOp op, const T* x, T* out, std::int64_t n) {
+  constexpr std::int64_t kBlock = 4096, kLanes = 8;
+  auto term = [op](T v) {
+    if (op == ReduceOp::sum) return double(v);
+    if (op == ReduceOp::abs_entropy) return abs_entropy_term(v);
+    return double(v) * double(v);
+  };
+  const std::int64_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<double> block_sums(static_cast<std::size_t>(blocks));
+  const std::int64_t cost = op == ReduceOp::abs_entropy ? 20 * kBlock : 2 * kBlock;
+  parallel_for(blocks, grain_for(cost), [&](std::int64_t b0, std::int64_t b1) {
+    for (std::int64_t b = b0; b < b1; ++b) {
+      const T* xb = x + b * kBlock;
+      const std::int64_t len = std::min(kBlock, n - b * kBlock), whole = len - len % kLanes;
+      double lanes[kLanes] = {};
+      for (std::int64_t i = 0; i < whole; i += kLanes) {
+        for (std::int64_t l = 0; l < kLanes; ++l) lanes[l] += term(xb[i + l]);
+      }
+      for (std::int64_t i = whole; i < len; ++i) lanes[i - whole] += term(xb[i]);
+      double total = 0.0;
+      for (std::int64_t l = 0; l < kLanes; ++l) total += lanes[l];
+      block_sums[static_cast<std::size_t>(b)] = total;
+    }
+  });
   double acc = 0.0;
-  if (op == ReduceOp::sum) {
-    for (std::int64_t i = 0; i < n; ++i) acc += x[i];
-  } else if (op == ReduceOp::abs_entropy) {
-    for (std::int64_t i = 0; i < n; ++i) acc += abs_entropy_term(x[i]);
-  } else {
-    for (std::int64_t i = 0; i < n; ++i) acc += double(x[i]) * double(x[i]);
-  }
+  for (const double b : block_sums) acc += b;
   out[0] = static_cast<T>(acc);
 }
 
