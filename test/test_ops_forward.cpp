@@ -80,7 +80,12 @@ TEST_CASE("binary ops broadcast like NumPy", "[ops][forward]") {
     };
     const std::vector<Pair> pairs = {{{4, 5}, {4, 5}, {4, 5}},       {{4, 5}, {5}, {4, 5}},
                                      {{3, 1, 5}, {4, 1}, {3, 4, 5}}, {{2, 3, 4}, {}, {2, 3, 4}},
-                                     {{1}, {3, 2}, {3, 2}},          {{2, 1, 3, 1}, {5, 1, 7}, {2, 5, 3, 7}}};
+                                     {{1}, {3, 2}, {3, 2}},          {{2, 1, 3, 1}, {5, 1, 7}, {2, 5, 3, 7}},
+                                     // Per-row values and repeated rows on either side, over more rows
+                                     // than one chunk of the CPU kernels' thread pool.
+                                     {{300, 70}, {300, 1}, {300, 70}}, {{300, 1}, {300, 70}, {300, 70}},
+                                     {{70}, {300, 70}, {300, 70}},     {{300, 1}, {70}, {300, 70}},
+                                     {{}, {3000}, {3000}}};
     for (const Pair& p : pairs) {
       Tensor a = random(rng, p.a, dt), b = random(rng, p.b, dt, 0.5, 2.0);
       const auto A = vals(a), B = vals(b);

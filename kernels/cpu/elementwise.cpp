@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <numbers>
+#include <optional>
 
 #include "kernels/cpu/fast_math.h"
 #include "kernels/cpu/kernels.h"
@@ -188,6 +189,50 @@ bool is_scalar(const StridedView& v) { return v.rank == 0 || (v.rank == 1 && v.s
 // [rows, n] repeating one contiguous row (a bias): merged strides [0, 1].
 bool is_row_broadcast(const StridedView& v) { return v.rank == 2 && v.strides[0] == 0 && v.strides[1] == 1; }
 
+// An operand over an output seen as [rows, len]: element (r, j) at p[r * row_step + j * col_step], with
+// col_step 0 or 1. Covers a contiguous operand (len, 1), one row repeated (a bias: 0, 1), one value
+// per row (a per-row statistic broadcast along the row: 1, 0) and one value (0, 0).
+struct RowAccess {
+  std::int64_t row_step, col_step;
+};
+
+// The access of `v` over [rows, len], if it is one of the four above.
+std::optional<RowAccess> row_access(const StridedView& v, std::int64_t rows, std::int64_t len) {
+  if (is_scalar(v)) return RowAccess{0, 0};
+  if (is_flat(v)) return RowAccess{len, 1};
+  if (v.rank == 2 && v.shape[0] == rows && v.shape[1] == len) {
+    if (v.strides[0] == 0 && v.strides[1] == 1) return RowAccess{0, 1};
+    if (v.strides[0] == 1 && v.strides[1] == 0) return RowAccess{1, 0};
+  }
+  return std::nullopt;
+}
+
+// out[r, j] = a(r, j) op b(r, j) by rows; ACol/BCol are the operands' col_steps, fixed at compile time
+// so the inner loop vectorises.
+template <class T, BinaryOp Op, int ACol, int BCol>
+void binary_rows(const T* a, std::int64_t a_row, const T* b, std::int64_t b_row, T* out, std::int64_t rows,
+                 std::int64_t len) {
+  parallel_for(rows, grain_for(2 * len), [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const T* ar = a + r * a_row;
+      const T* br = b + r * b_row;
+      T* o = out + r * len;
+      for (std::int64_t j = 0; j < len; ++j) o[j] = apply(Op, ar[j * ACol], br[j * BCol]);
+    }
+  });
+}
+
+// Any layouts: one cursor per input, output contiguous.
+template <class T, BinaryOp Op>
+void binary_general(const T* a, const StridedView& av, const T* b, const StridedView& bv, T* out, std::int64_t n) {
+  Cursor ca(av), cb(bv);
+  for (std::int64_t i = 0; i < n; ++i) {
+    out[i] = apply(Op, a[ca.offset], b[cb.offset]);
+    ca.next();
+    cb.next();
+  }
+}
+
 template <class T, BinaryOp Op>
 void binary_loop(const T* a, const StridedView& av, const T* b, const StridedView& bv, T* out, std::int64_t n) {
   if (is_flat(av) && is_flat(bv) && av.rank == bv.rank) {
@@ -199,6 +244,11 @@ void binary_loop(const T* a, const StridedView& av, const T* b, const StridedVie
     parallel_for(n, grain_for(2), [&](std::int64_t i0, std::int64_t i1) {
       for (std::int64_t i = i0; i < i1; ++i) out[i] = apply(Op, a[i], s);
     });
+  } else if (is_scalar(av) && is_flat(bv) && bv.rank == 1) {
+    const T s = a[0];
+    parallel_for(n, grain_for(2), [&](std::int64_t i0, std::int64_t i1) {
+      for (std::int64_t i = i0; i < i1; ++i) out[i] = apply(Op, s, b[i]);
+    });
   } else if (is_flat(av) && av.rank == 1 && is_row_broadcast(bv)) {
     const std::int64_t rows = bv.shape[0], len = bv.shape[1];
     parallel_for(rows, grain_for(2 * len), [&](std::int64_t r0, std::int64_t r1) {
@@ -206,13 +256,23 @@ void binary_loop(const T* a, const StridedView& av, const T* b, const StridedVie
         for (std::int64_t j = 0; j < len; ++j) out[r * len + j] = apply(Op, a[r * len + j], b[j]);
       }
     });
-  } else {  // general: one cursor per input, output contiguous
-    Cursor ca(av), cb(bv);
-    for (std::int64_t i = 0; i < n; ++i) {
-      out[i] = apply(Op, a[ca.offset], b[cb.offset]);
-      ca.next();
-      cb.next();
+  } else if (av.rank == 2 || bv.rank == 2) {
+    // Other broadcasts over [rows, len], such as LayerNorm's and softmax's per-row statistics in a
+    // recorded backward.
+    const StridedView& two = av.rank == 2 ? av : bv;
+    const std::int64_t rows = two.shape[0], len = two.shape[1];
+    const auto ra = row_access(av, rows, len), rb = row_access(bv, rows, len);
+    if (ra && rb && rows * len == n) {
+      const int cols = ra->col_step * 2 + rb->col_step;
+      if (cols == 3) binary_rows<T, Op, 1, 1>(a, ra->row_step, b, rb->row_step, out, rows, len);
+      if (cols == 2) binary_rows<T, Op, 1, 0>(a, ra->row_step, b, rb->row_step, out, rows, len);
+      if (cols == 1) binary_rows<T, Op, 0, 1>(a, ra->row_step, b, rb->row_step, out, rows, len);
+      if (cols == 0) binary_rows<T, Op, 0, 0>(a, ra->row_step, b, rb->row_step, out, rows, len);
+      return;
     }
+    binary_general<T, Op>(a, av, b, bv, out, n);
+  } else {
+    binary_general<T, Op>(a, av, b, bv, out, n);
   }
 }
 }  // namespace

@@ -15,12 +15,54 @@ inline double abs_entropy_term(double x) {
   const double a = std::fabs(x);
   return a == 0.0 ? 0.0 : -a * std::log(a);
 }
+// One term of a reduction.
+template <ReduceOp Op, class T>
+inline double term(T v) {
+  if constexpr (Op == ReduceOp::sum) return double(v);
+  if constexpr (Op == ReduceOp::abs_entropy) return abs_entropy_term(v);
+  if constexpr (Op == ReduceOp::sum_squares) return double(v) * double(v);
+}
+
+// The reduction of n contiguous elements in kLanes interleaved partial sums (element i into lane
+// i % kLanes), added lane by lane at the end: a fixed order that vectorises, where one accumulator
+// would be a chain of dependent additions (4 cycles each).
+template <ReduceOp Op, class T>
+double reduce_lanes(const T* x, std::int64_t n) {
+  constexpr std::int64_t kLanes = 8;
+  const std::int64_t whole = n - n % kLanes;
+  double lanes[kLanes] = {};
+  for (std::int64_t i = 0; i < whole; i += kLanes) {
+    for (std::int64_t l = 0; l < kLanes; ++l) lanes[l] += term<Op>(x[i + l]);
+  }
+  for (std::int64_t i = whole; i < n; ++i) lanes[i - whole] += term<Op>(x[i]);
+  double total = 0.0;
+  for (std::int64_t l = 0; l < kLanes; ++l) total += lanes[l];
+  return total;
+}
+
+template <class T>
+double reduce_contiguous(ReduceOp op, const T* x, std::int64_t n) {
+  switch (op) {
+    case ReduceOp::sum: return reduce_lanes<ReduceOp::sum>(x, n);
+    case ReduceOp::sum_squares: return reduce_lanes<ReduceOp::sum_squares>(x, n);
+    case ReduceOp::abs_entropy: return reduce_lanes<ReduceOp::abs_entropy>(x, n);
+  }
+  return 0.0;
+}
+
 }  // namespace
 
 template <class T>
 void reduce_dim(ReduceOp op, const T* x, T* out, std::int64_t outer, std::int64_t reduce, std::int64_t inner) {
-  // Each output element sums its `reduce` terms in order, whichever chunk of outputs it falls in; the
-  // chunks are (outer block, run of 64 columns) pairs.
+  // Each output element's order is fixed by the shape alone, whichever chunk of outputs it falls in.
+  if (inner == 1) {  // each output reduces one contiguous run (a row sum), in lanes
+    parallel_for(outer, grain_for(2 * reduce), [&](std::int64_t o0, std::int64_t o1) {
+      for (std::int64_t o = o0; o < o1; ++o) out[o] = static_cast<T>(reduce_contiguous(op, x + o * reduce, reduce));
+    });
+    return;
+  }
+  // Otherwise each output sums its `reduce` terms in order; the chunks are (outer block, run of 64
+  // columns) pairs.
   constexpr std::int64_t kColumns = 64;
   const std::int64_t column_chunks = (inner + kColumns - 1) / kColumns;
   parallel_for(outer * column_chunks, grain_for(reduce * kColumns), [&](std::int64_t c0, std::int64_t c1) {
@@ -45,33 +87,18 @@ void reduce_dim(ReduceOp op, const T* x, T* out, std::int64_t outer, std::int64_
   });
 }
 
-// The order is fixed by n alone: blocks of kBlock elements, each summed in kLanes interleaved partial
-// sums (element i into lane i % kLanes) that are then added lane by lane; the block sums are added in
-// block order. Independent lanes and blocks let the sum vectorise and run on the pool instead of one
-// chain of dependent additions (4 cycles each), and the result is the same for any thread count.
+// The order is fixed by n alone: blocks of kBlock elements, each reduced by reduce_contiguous, and the
+// block results added in block order. So the blocks can run on the pool, and the result is the same
+// for any thread count.
 template <class T>
 void reduce_all(ReduceOp op, const T* x, T* out, std::int64_t n) {
-  constexpr std::int64_t kBlock = 4096, kLanes = 8;
-  auto term = [op](T v) {
-    if (op == ReduceOp::sum) return double(v);
-    if (op == ReduceOp::abs_entropy) return abs_entropy_term(v);
-    return double(v) * double(v);
-  };
+  constexpr std::int64_t kBlock = 4096;
   const std::int64_t blocks = (n + kBlock - 1) / kBlock;
   std::vector<double> block_sums(static_cast<std::size_t>(blocks));
   const std::int64_t cost = op == ReduceOp::abs_entropy ? 20 * kBlock : 2 * kBlock;
   parallel_for(blocks, grain_for(cost), [&](std::int64_t b0, std::int64_t b1) {
     for (std::int64_t b = b0; b < b1; ++b) {
-      const T* xb = x + b * kBlock;
-      const std::int64_t len = std::min(kBlock, n - b * kBlock), whole = len - len % kLanes;
-      double lanes[kLanes] = {};
-      for (std::int64_t i = 0; i < whole; i += kLanes) {
-        for (std::int64_t l = 0; l < kLanes; ++l) lanes[l] += term(xb[i + l]);
-      }
-      for (std::int64_t i = whole; i < len; ++i) lanes[i - whole] += term(xb[i]);
-      double total = 0.0;
-      for (std::int64_t l = 0; l < kLanes; ++l) total += lanes[l];
-      block_sums[static_cast<std::size_t>(b)] = total;
+      block_sums[static_cast<std::size_t>(b)] = reduce_contiguous(op, x + b * kBlock, std::min(kBlock, n - b * kBlock));
     }
   });
   double acc = 0.0;
