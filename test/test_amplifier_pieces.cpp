@@ -145,10 +145,45 @@ TEST_CASE("the amplifier MLP has at most (h1 + 1)(h2 + 1) linear pieces, with as
   // The automatic choice: the pieces for the default model's 422,784 gradient entries, the direct MLP
   // for a handful of entries; the forced paths regardless.
   using cpu::AmplifierPieces;
-  CHECK(AmplifierPieces::for_path(mlp, {{0, 422784}}, MlpPath::automatic).has_value());
-  CHECK_FALSE(AmplifierPieces::for_path(mlp, {{0, 3}}, MlpPath::automatic).has_value());
-  CHECK(AmplifierPieces::for_path(mlp, {{0, 3}}, MlpPath::pieces).has_value());
-  CHECK_FALSE(AmplifierPieces::for_path(mlp, {{0, 422784}}, MlpPath::direct).has_value());
+  CHECK(AmplifierPieces::for_path(mlp, {{0, 422784}}, MlpPath::automatic) != nullptr);
+  CHECK(AmplifierPieces::for_path(mlp, {{0, 3}}, MlpPath::automatic) == nullptr);
+  CHECK(AmplifierPieces::for_path(mlp, {{0, 3}}, MlpPath::pieces) != nullptr);
+  CHECK(AmplifierPieces::for_path(mlp, {{0, 422784}}, MlpPath::direct) == nullptr);
+}
+
+TEST_CASE("the amplifier's pieces are reused while its weights are unchanged and rebuilt when one changes",
+          "[amplifier][pieces]") {
+  Rng rng(4);
+  const Net net(rng, {16, 16});
+  std::vector<std::vector<float>> wt, bt;
+  const cpu::Mlp<float> mlp = net.view<float>(wt, bt);
+  using cpu::AmplifierPieces;
+  const auto first = AmplifierPieces::for_path(mlp, {{0, 100}}, MlpPath::pieces);
+  REQUIRE(first != nullptr);
+  CHECK(AmplifierPieces::for_path(mlp, {{0, 100}}, MlpPath::pieces) == first);
+  // Cached, but too costly for 3 entries: the automatic path still runs the MLP directly.
+  CHECK(AmplifierPieces::for_path(mlp, {{0, 3}}, MlpPath::automatic) == nullptr);
+  // One weight changed in place (as an optimizer step does): new pieces, matching the direct MLP.
+  wt[1][5] += 0.25f;
+  const auto second = AmplifierPieces::for_path(mlp, {{0, 100}}, MlpPath::pieces);
+  REQUIRE(second != nullptr);
+  CHECK(second != first);
+  for (double probe : uniform_values(rng, 200, 3.0)) {
+    const double x = static_cast<float>(probe);
+    std::vector<double> h{x};
+    for (std::size_t l = 0; l < wt.size(); ++l) {
+      std::vector<double> z(static_cast<std::size_t>(net.out[l]));
+      for (std::int64_t j = 0; j < net.out[l]; ++j) {
+        double acc = bt[l][static_cast<std::size_t>(j)];
+        for (std::int64_t k = 0; k < net.in[l]; ++k) {
+          acc += double(wt[l][static_cast<std::size_t>(j * net.in[l] + k)]) * h[static_cast<std::size_t>(k)];
+        }
+        z[static_cast<std::size_t>(j)] = l + 1 < wt.size() ? std::max(acc, 0.0) : acc;
+      }
+      h = z;
+    }
+    CHECK(std::abs(second->score(second->piece_of(x), x) - h[0]) <= 1e-12 * (1.0 + std::abs(h[0])));
+  }
 }
 
 TEST_CASE("the amplifier's pieces and the direct MLP give the same outputs and gradients", "[amplifier][pieces]") {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <mutex>
 
 namespace tg::cpu {
 
@@ -50,14 +51,42 @@ void AmplifierPieces::layer_input(std::size_t l, std::int64_t q, std::vector<dou
 }
 
 template <class T>
-std::optional<AmplifierPieces> AmplifierPieces::for_path(const Mlp<T>& mlp, const std::vector<Run>& runs, MlpPath path) {
-  if (path == MlpPath::direct) return std::nullopt;
+std::shared_ptr<const AmplifierPieces> AmplifierPieces::for_path(const Mlp<T>& mlp, const std::vector<Run>& runs,
+                                                                 MlpPath path) {
+  if (path == MlpPath::direct) return nullptr;
   double entries = 0;
   for (const Run& r : runs) entries += double(r.size);
   // The build's multiply-adds are scalar loops in double, the direct MLP's mostly OpenBLAS GEMMs in
   // float, which run an order of magnitude faster each: the pieces must be 16x cheaper in count.
   const double budget = path == MlpPath::pieces ? kInf : direct_work_per_entry(mlp) * entries / 16;
-  return build(mlp, budget);
+  static std::mutex mutex;
+  static std::shared_ptr<const AmplifierPieces> last;
+  {
+    const std::lock_guard lock(mutex);
+    if (last != nullptr && last->work_ <= budget && last->built_from(mlp)) return last;
+  }
+  std::optional<AmplifierPieces> built = build(mlp, budget);
+  if (!built) return nullptr;
+  auto shared = std::make_shared<const AmplifierPieces>(std::move(*built));
+  const std::lock_guard lock(mutex);
+  last = shared;
+  return shared;
+}
+
+template <class T>
+bool AmplifierPieces::built_from(const Mlp<T>& mlp) const {
+  if (mlp.w.size() != w_.size()) return false;
+  for (std::size_t l = 0; l < w_.size(); ++l) {
+    if (mlp.in[l] != in_[l] || mlp.out[l] != out_[l]) return false;
+    // == on doubles: a NaN weight never matches, so such pieces are rebuilt (and stay NaN).
+    for (std::size_t i = 0; i < w_[l].size(); ++i) {
+      if (double(mlp.w[l][i]) != w_[l][i]) return false;
+    }
+    for (std::size_t i = 0; i < b_[l].size(); ++i) {
+      if (double(mlp.b[l][i]) != b_[l][i]) return false;
+    }
+  }
+  return true;
 }
 
 template <class T>
@@ -163,6 +192,7 @@ std::optional<AmplifierPieces> AmplifierPieces::build(const Mlp<T>& mlp, double 
     p.intercept_[static_cast<std::size_t>(q)] = sb;
   }
   p.upper_.assign(hi.begin(), hi.end() - 1);
+  p.work_ = work;
   return p;
 }
 
@@ -257,9 +287,9 @@ template std::optional<AmplifierPieces> AmplifierPieces::build<float>(const Mlp<
 template std::optional<AmplifierPieces> AmplifierPieces::build<double>(const Mlp<double>&, double);
 template double AmplifierPieces::direct_work_per_entry<float>(const Mlp<float>&);
 template double AmplifierPieces::direct_work_per_entry<double>(const Mlp<double>&);
-template std::optional<AmplifierPieces> AmplifierPieces::for_path<float>(const Mlp<float>&, const std::vector<Run>&,
-                                                                         MlpPath);
-template std::optional<AmplifierPieces> AmplifierPieces::for_path<double>(const Mlp<double>&, const std::vector<Run>&,
-                                                                          MlpPath);
+template std::shared_ptr<const AmplifierPieces> AmplifierPieces::for_path<float>(const Mlp<float>&,
+                                                                                 const std::vector<Run>&, MlpPath);
+template std::shared_ptr<const AmplifierPieces> AmplifierPieces::for_path<double>(const Mlp<double>&,
+                                                                                  const std::vector<Run>&, MlpPath);
 
 }  // namespace tg::cpu

@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -41,11 +42,14 @@ class AmplifierPieces {
   template <class T>
   static double direct_work_per_entry(const Mlp<T>& mlp);
 
-  // What the kernels use for `path`: the pieces when asked for (any cost), none for `direct`, and
-  // for `automatic` the pieces when they cost 16x fewer multiply-adds than the MLP on every entry of
-  // `runs` (their loops are scalar; the direct MLP's are GEMMs).
+  // What the kernels use for `path`: the pieces when asked for (any cost), none (null) for `direct`,
+  // and for `automatic` the pieces when they cost 16x fewer multiply-adds than the MLP on every entry
+  // of `runs` (their loops are scalar; the direct MLP's are GEMMs).
+  // The last pieces built are kept and returned again while the MLP's weights are the same values:
+  // NeuralGrok's amplifier changes only at its meta steps, but amplifies every step's gradient.
   template <class T>
-  static std::optional<AmplifierPieces> for_path(const Mlp<T>& mlp, const std::vector<Run>& runs, MlpPath path);
+  static std::shared_ptr<const AmplifierPieces> for_path(const Mlp<T>& mlp, const std::vector<Run>& runs,
+                                                         MlpPath path);
 
   std::int64_t pieces() const { return static_cast<std::int64_t>(slope_.size()); }
   // The piece holding g: the m with upper[m - 1] < g <= upper[m] (NaN lands in piece 0 and stays NaN).
@@ -74,6 +78,11 @@ class AmplifierPieces {
   // itself (1, 0); above, the parent interval's pre-activations of layer l - 1 with the off units zeroed.
   void layer_input(std::size_t l, std::int64_t q, std::vector<double>& a_in, std::vector<double>& b_in) const;
 
+  // Whether these pieces were built from exactly mlp's sizes and weight values.
+  template <class T>
+  bool built_from(const Mlp<T>& mlp) const;
+
+  double work_ = 0;                         // the build's multiply-add count (as build's budget counts them)
   std::vector<std::vector<double>> w_, b_;  // the weights in double, [out_l, in_l] and [out_l]
   std::vector<std::int64_t> in_, out_;
   std::vector<Level> levels_;               // levels_[0 .. layers - 1]; the last holds the pieces

@@ -33,6 +33,7 @@
 
 #include "kernels/cpu/amplifier_pieces.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/parallel.h"
 
 namespace tg::cpu {
 
@@ -92,21 +93,20 @@ void last_layer(const T* act, std::int64_t e, const Mlp<T>& mlp, T* scores) {
 // One run's softmax probability of entry i: exp(s_i - max) / sum.
 inline double probability(double score, double max, double total) { return std::exp(score - max) / total; }
 
-// The backward's per-run constants (see the header comment): the softmax statistics, 1/||q|| and
-// A = sum_j dout_j u_j; then, per entry, ds_i = q_i dq_i and dg_i outside the MLP, p_i dq_i.
+// The backward's per-run constants (see the header comment): 1/||q|| and A = sum_j dout_j u_j, from
+// the run's softmax probabilities p; then, per entry, ds_i = q_i dq_i and dg_i outside the MLP, p_i dq_i.
 struct RunBackward {
-  double max = 0, total = 0, inv_norm = 0, a = 0, coef = 0;
+  double inv_norm = 0, a = 0, coef = 0;
 
   template <class T>
-  RunBackward(const T* dy, const T* g, const T* s, std::int64_t size, const T* stats, double c)
-      : max(stats[0]), total(stats[1]), inv_norm(stats[2] != 0 ? 1.0 / double(stats[2]) : 0.0) {
+  RunBackward(const T* dy, const T* g, const double* p, std::int64_t size, const T* stats, double c)
+      : inv_norm(stats[2] != 0 ? 1.0 / double(stats[2]) : 0.0) {
     // inv_norm 0 for an all-zero gradient: zero output, zero derivatives.
-    for (std::int64_t i = 0; i < size; ++i) a += double(dy[i]) * probability(s[i], max, total) * double(g[i]) * inv_norm;
+    for (std::int64_t i = 0; i < size; ++i) a += double(dy[i]) * p[i] * double(g[i]) * inv_norm;
     coef = c * inv_norm;
   }
-  // (ds_i, dg_i outside the MLP) of one entry with cotangent dy, input g and score s.
-  void entry(double dy, double g, double s, double& ds, double& dg_outside) const {
-    const double p = probability(s, max, total);
+  // (ds_i, dg_i outside the MLP) of one entry with cotangent dy, input g and probability p.
+  void entry(double dy, double g, double p, double& ds, double& dg_outside) const {
     const double q = p * g;
     const double dq = coef * (dy - q * inv_norm * a);
     ds = q * dq;
@@ -114,28 +114,46 @@ struct RunBackward {
   }
 };
 
+// One run's softmax probabilities p_i from its scores and forward statistics (max, total), on the pool.
+template <class T>
+void run_probabilities(const T* s, std::int64_t size, const T* stats, double* p) {
+  const double max = stats[0], total = stats[1];
+  parallel_for(size, grain_for(20), [&](std::int64_t i0, std::int64_t i1) {
+    for (std::int64_t i = i0; i < i1; ++i) p[i] = probability(s[i], max, total);
+  });
+}
+
 }  // namespace
 
 template <class T>
 void neural_amplify_forward(const T* g, std::int64_t n, const Mlp<T>& mlp, const std::vector<Run>& runs, double c,
                             T* out, T* scores, T* stats, MlpPath path) {
   std::fill(out, out + n, T(0));
-  const std::optional<AmplifierPieces> pieces = AmplifierPieces::for_path(mlp, runs, path);
+  const std::shared_ptr<const AmplifierPieces> pieces = AmplifierPieces::for_path(mlp, runs, path);
   const std::size_t layers = mlp.w.size();
   const std::int64_t width = pieces ? 0 : widest_hidden(mlp);
   std::vector<T> buffers(static_cast<std::size_t>(2 * kChunk * width));
   std::vector<T*> act(layers - 1);
   for (std::size_t l = 0; l + 1 < layers; ++l) act[l] = buffers.data() + static_cast<std::int64_t>(l % 2) * kChunk * width;
 
+  std::int64_t longest = 0;
+  for (const Run& r : runs) longest = std::max(longest, r.size);
+  std::vector<double> e(static_cast<std::size_t>(longest));  // one run's exp(s_i - max)
+
+  // The per-entry passes (scores, exponentials, outputs) run on the thread pool; the sums over a run
+  // stay sequential in entry order, so the result is the same for any thread count.
   for (std::size_t k = 0; k < runs.size(); ++k) {
     const std::int64_t begin = runs[k].begin, size = runs[k].size;
     const T* gr = g + begin;
     T* s = scores + begin;
     if (pieces) {
-      for (std::int64_t i = 0; i < size; ++i) {
-        const double x = gr[i];
-        s[i] = static_cast<T>(pieces->score(pieces->piece_of(x), x));
-      }
+      // A binary search over the pieces per entry (~14 steps for (128, 128)).
+      parallel_for(size, grain_for(64), [&](std::int64_t i0, std::int64_t i1) {
+        for (std::int64_t i = i0; i < i1; ++i) {
+          const double x = gr[i];
+          s[i] = static_cast<T>(pieces->score(pieces->piece_of(x), x));
+        }
+      });
     } else {
       for (std::int64_t at = 0; at < size; at += kChunk) {
         const std::int64_t e = std::min(kChunk, size - at);
@@ -145,20 +163,26 @@ void neural_amplify_forward(const T* g, std::int64_t n, const Mlp<T>& mlp, const
     }
     T max = s[0];
     for (std::int64_t i = 1; i < size; ++i) max = s[i] > max ? s[i] : max;
+    parallel_for(size, grain_for(20), [&](std::int64_t i0, std::int64_t i1) {
+      for (std::int64_t i = i0; i < i1; ++i) e[static_cast<std::size_t>(i)] = std::exp(double(s[i]) - double(max));
+    });
     double total = 0.0;
-    for (std::int64_t i = 0; i < size; ++i) total += std::exp(double(s[i]) - double(max));
+    for (std::int64_t i = 0; i < size; ++i) total += e[static_cast<std::size_t>(i)];
+    // q_i = p_i g_i with p_i = e_i / total, the softmax probability (as probability() computes it).
     double squares = 0.0;
     for (std::int64_t i = 0; i < size; ++i) {
-      const double q = probability(s[i], max, total) * double(gr[i]);
+      const double q = e[static_cast<std::size_t>(i)] / total * double(gr[i]);
       squares += q * q;
     }
     const double norm = std::sqrt(squares);
     T* o = out + begin;
-    for (std::int64_t i = 0; i < size; ++i) {
-      const double q = probability(s[i], max, total) * double(gr[i]);
-      // An all-zero gradient stays zero; a NaN anywhere in the segment (NaN norm) makes all of it NaN.
-      o[i] = norm != 0.0 ? static_cast<T>(c * q / norm) : T(0);
-    }
+    parallel_for(size, grain_for(4), [&](std::int64_t i0, std::int64_t i1) {
+      for (std::int64_t i = i0; i < i1; ++i) {
+        const double q = e[static_cast<std::size_t>(i)] / total * double(gr[i]);
+        // An all-zero gradient stays zero; a NaN anywhere in the segment (NaN norm) makes all of it NaN.
+        o[i] = norm != 0.0 ? static_cast<T>(c * q / norm) : T(0);
+      }
+    });
     stats[3 * k] = max;
     stats[3 * k + 1] = static_cast<T>(total);
     stats[3 * k + 2] = static_cast<T>(norm);
@@ -179,20 +203,34 @@ void neural_amplify_backward(const T* dout, const T* g, std::int64_t n, const Ml
     }
   };
 
-  if (const std::optional<AmplifierPieces> pieces = AmplifierPieces::for_path(mlp, runs, path)) {
+  std::int64_t longest = 0;
+  for (const Run& r : runs) longest = std::max(longest, r.size);
+  std::vector<double> p(static_cast<std::size_t>(longest));  // one run's softmax probabilities
+
+  if (const std::shared_ptr<const AmplifierPieces> pieces = AmplifierPieces::for_path(mlp, runs, path)) {
     // ds summed per piece (s0) and weighted by g (s1), in buffer order; dg_i (mlp) = ds_i * slope.
+    // Per entry on the pool (ds and the piece into scratch), the sums per piece in entry order.
     std::vector<double> s0(static_cast<std::size_t>(pieces->pieces()), 0.0), s1(s0.size(), 0.0);
+    std::vector<double> ds(static_cast<std::size_t>(longest));
+    std::vector<std::int64_t> piece(static_cast<std::size_t>(longest));
     for (std::size_t k = 0; k < runs.size(); ++k) {
       const std::int64_t begin = runs[k].begin, size = runs[k].size;
-      const RunBackward run(dout + begin, g + begin, scores + begin, size, stats + 3 * k, c);
-      for (std::int64_t i = begin; i < begin + size; ++i) {
-        double ds = 0, dg_outside = 0;
-        const double x = g[i];
-        run.entry(dout[i], x, scores[i], ds, dg_outside);
-        const std::int64_t m = pieces->piece_of(x);
-        s0[static_cast<std::size_t>(m)] += ds;
-        s1[static_cast<std::size_t>(m)] += ds * x;
-        dg[i] = static_cast<T>(dg_outside + ds * pieces->slope(m));
+      run_probabilities(scores + begin, size, stats + 3 * k, p.data());
+      const RunBackward run(dout + begin, g + begin, p.data(), size, stats + 3 * k, c);
+      parallel_for(size, grain_for(80), [&](std::int64_t i0, std::int64_t i1) {
+        for (std::int64_t r = i0; r < i1; ++r) {
+          const std::int64_t i = begin + r;
+          const auto ru = static_cast<std::size_t>(r);
+          double dg_outside = 0;
+          run.entry(dout[i], g[i], p[ru], ds[ru], dg_outside);
+          piece[ru] = pieces->piece_of(g[i]);
+          dg[i] = static_cast<T>(dg_outside + ds[ru] * pieces->slope(piece[ru]));
+        }
+      });
+      for (std::int64_t r = 0; r < size; ++r) {
+        const auto ru = static_cast<std::size_t>(r), m = static_cast<std::size_t>(piece[ru]);
+        s0[m] += ds[ru];
+        s1[m] += ds[ru] * double(g[begin + r]);
       }
     }
     std::vector<std::vector<double>> acc_w, acc_b;
@@ -223,13 +261,15 @@ void neural_amplify_backward(const T* dout, const T* g, std::int64_t n, const Ml
     const T* gr = g + begin;
     const T* s = scores + begin;
     const T* dy = dout + begin;
-    const RunBackward run(dy, gr, s, size, stats + 3 * k, c);
+    run_probabilities(s, size, stats + 3 * k, p.data());
+    const RunBackward run(dy, gr, p.data(), size, stats + 3 * k, c);
 
     for (std::int64_t at = 0; at < size; at += kChunk) {
       const std::int64_t e = std::min(kChunk, size - at);
       for (std::int64_t r = 0; r < e; ++r) {
         const std::int64_t i = at + r;
-        run.entry(dy[i], gr[i], s[i], ds[static_cast<std::size_t>(r)], dg_outside[static_cast<std::size_t>(r)]);
+        run.entry(dy[i], gr[i], p[static_cast<std::size_t>(i)], ds[static_cast<std::size_t>(r)],
+                  dg_outside[static_cast<std::size_t>(r)]);
       }
       const T* x = gr + at;
       hidden_forward(x, e, mlp, act.data());
