@@ -2,6 +2,7 @@
 // random odd shapes, in float32 (tolerance for float32 rounding) and float64 (near exact).
 #include <catch2/catch_test_macros.hpp>
 
+#include <array>
 #include <cmath>
 
 #include "op_cases.h"
@@ -29,26 +30,30 @@ double gelu_ref(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))
 TEST_CASE("matmul forward matches a naive triple loop", "[ops][forward]") {
   for_both_dtypes([](DType dt, double tol) {
     Rng rng(1);
-    for (int ta = 0; ta < 2; ++ta) {
-      for (int tb = 0; tb < 2; ++tb) {
-        const std::int64_t m = 7, k = 13, n = 5, batch = 3;
-        Tensor a = random(rng, ta ? Shape{batch, k, m} : Shape{batch, m, k}, dt);
-        Tensor b = random(rng, tb ? Shape{batch, n, k} : Shape{batch, k, n}, dt);
-        const auto A = vals(a), B = vals(b);
-        std::vector<double> ref(static_cast<std::size_t>(batch * m * n));
-        for (std::int64_t z = 0; z < batch; ++z)
-          for (std::int64_t i = 0; i < m; ++i)
-            for (std::int64_t j = 0; j < n; ++j) {
-              double acc = 0;
-              for (std::int64_t p = 0; p < k; ++p) {
-                const double av = ta ? A[(z * k + p) * m + i] : A[(z * m + i) * k + p];
-                const double bv = tb ? B[(z * n + j) * k + p] : B[(z * k + p) * n + j];
-                acc += av * bv;
+    // [batch, m, k, n]: odd sizes, and many tiny products of attention's per-head shapes.
+    const std::vector<std::array<std::int64_t, 4>> shapes = {
+        {3, 7, 13, 5}, {300, 4, 32, 4}, {300, 4, 4, 32}};
+    for (const auto& [batch, m, k, n] : shapes) {
+      for (int ta = 0; ta < 2; ++ta) {
+        for (int tb = 0; tb < 2; ++tb) {
+          Tensor a = random(rng, ta ? Shape{batch, k, m} : Shape{batch, m, k}, dt);
+          Tensor b = random(rng, tb ? Shape{batch, n, k} : Shape{batch, k, n}, dt);
+          const auto A = vals(a), B = vals(b);
+          std::vector<double> ref(static_cast<std::size_t>(batch * m * n));
+          for (std::int64_t z = 0; z < batch; ++z)
+            for (std::int64_t i = 0; i < m; ++i)
+              for (std::int64_t j = 0; j < n; ++j) {
+                double acc = 0;
+                for (std::int64_t p = 0; p < k; ++p) {
+                  const double av = ta ? A[(z * k + p) * m + i] : A[(z * m + i) * k + p];
+                  const double bv = tb ? B[(z * n + j) * k + p] : B[(z * k + p) * n + j];
+                  acc += av * bv;
+                }
+                ref[(z * m + i) * n + j] = acc;
               }
-              ref[(z * m + i) * n + j] = acc;
-            }
-        CAPTURE(ta, tb, dtype_name(dt));
-        CHECK(rel_error(vals(matmul(a, b, ta, tb)), ref) < tol);
+          CAPTURE(batch, m, k, n, ta, tb, dtype_name(dt));
+          CHECK(rel_error(vals(matmul(a, b, ta, tb)), ref) < tol);
+        }
       }
     }
   });
