@@ -15,6 +15,7 @@ inline double abs_entropy_term(double x) {
   const double a = std::fabs(x);
   return a == 0.0 ? 0.0 : -a * std::log(a);
 }
+
 // One term of a reduction.
 template <ReduceOp Op, class T>
 inline double term(T v) {
