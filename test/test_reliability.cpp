@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -414,6 +415,24 @@ TEST_CASE("numerical faults stop a run, eval and a loaded amplifier, naming the 
   CHECK(from.code != 0);
   CHECK_THAT(from.output, ContainsSubstring("holds inf at flat index 0"));
   CHECK_FALSE(fs::exists(dir + "/ng2/checkpoint.safetensors"));
+}
+
+TEST_CASE("config.json and --version name the commit the binary was built from", "[reliability][determinism]") {
+  // What git says of the source tree now: the build recorded it when this test binary was built.
+  std::string head = "unknown";
+  if (FILE* pipe = ::popen(("git -C '" + std::string(TAPEGROK_SOURCE_DIR) + "' rev-parse HEAD 2>/dev/null").c_str(), "r")) {
+    char line[128] = {};
+    if (std::fgets(line, sizeof line, pipe) != nullptr) head = std::string(line).substr(0, 40);
+    if (::pclose(pipe) != 0) head = "unknown";
+  }
+  const std::string dir = fresh_temp_dir("build-info");
+  REQUIRE(run_tapegrok(train_args(dir + "/run", {"--steps", "1"})).code == 0);
+  const auto build = nlohmann::json::parse(read_file(dir + "/run/config.json")).at("runtime").at("build");
+  CHECK(build.at("commit") == head);
+  CHECK(build.at("dirty").is_boolean());
+  const CliResult version = run_tapegrok({"--version"});
+  CHECK(version.code == 0);
+  CHECK_THAT(version.output, ContainsSubstring("tapegrok " + head));
 }
 
 TEST_CASE("config.json records the BLAS thread count the run's bits depend on", "[reliability][determinism]") {

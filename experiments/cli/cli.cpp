@@ -12,6 +12,7 @@
 #include "experiments/cli/cli_options.h"
 #include "experiments/cli/commands.h"
 #include "experiments/cli/dump_state.h"
+#include "engine/build_info.h"
 #include "experiments/cli/train_command.h"
 #include "experiments/training/trainer.h"
 
@@ -21,6 +22,8 @@ int run_cli(int argc, char** argv) {
   CLI::App app{"tapegrok: grokking experiments on a from-scratch autograd engine"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "help for every subcommand");
+  app.set_version_flag("--version", fmt::format("tapegrok {}{}", build_info().commit,
+                                                build_info().dirty ? " (with uncommitted changes)" : ""));
 
   TrainCommand train(app);  // experiments/cli/train_command.cpp
 

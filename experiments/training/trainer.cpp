@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "engine/backend.h"
+#include "engine/build_info.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/safetensors.h"
@@ -302,11 +303,13 @@ EvalStats Trainer::evaluate(const std::vector<std::int64_t>& examples) const {
 RunProgress Trainer::run() {
   const RunDirectory dir(config_.run_dir, resumed_);
   // The settings, and beside them what else decides the bits (README, "Determinism"): the BLAS
-  // thread count partitions the GEMMs; flushing subnormals changes results below 1.2e-38.
+  // thread count partitions the GEMMs; flushing subnormals changes results below 1.2e-38; the build
+  // (its commit) fixes every kernel's order of operations.
   nlohmann::json config = to_json(config_);
   config["runtime"] = {{"blas_threads", openblas_get_num_threads()}, {"cpu_kernel_threads", cpu::cpu_threads()},
                        {"openblas_core", cpu::openblas_core()}, {"flush_subnormals", cpu::flush_subnormals()},
-                       {"device", device_.str()}};
+                       {"device", device_.str()},
+                       {"build", {{"commit", build_info().commit}, {"dirty", build_info().dirty}}}};
   dir.write_text("config.json", config.dump(2) + "\n");
   MetricsLog metrics(dir.file("metrics.jsonl"), resumed_ ? progress_.step : -1);
   ProgressDisplay display(config_.progress, config_.max_steps);
