@@ -191,7 +191,14 @@ TEST_CASE("sweep report: steps to 95% per cell over seeds from the runs' own fil
                          {"first_test_95", first95}, {"first_test_99", -1}}
               .dump());
   }
+  // Seeds 0 and 1 were made by two builds; seed 2's binary predates the record.
+  write(runs[0].run_dir + "/config.json", R"({"runtime": {"build": {"commit": "aaaa", "dirty": false}}})");
+  write(runs[1].run_dir + "/config.json", R"({"runtime": {"build": {"commit": "bbbb", "dirty": true}}})");
   const std::string out = write_sweep_report(spec, runs, dir + "/report");
+  CHECK_THAT(read_file(out + "/report.md"),
+             ContainsSubstring("from 3 builds**, whose results may differ in the last bits (runs.csv says which "
+                               "made each run): aaaa (1 runs); bbbb (modified) (1 runs); not recorded (1 runs)."));
+  CHECK_THAT(read_file(out + "/runs.csv"), ContainsSubstring(",bbbb (modified)\n"));
   const std::string cells = read_file(out + "/cells.csv");
   // Two of three reached: median = the second event (100), Q1 = 60, Q3 past the budget (empty).
   CHECK_THAT(cells, ContainsSubstring("standard,standard,3,3,2,100,60,,0,,,,100,20.0"));

@@ -54,13 +54,29 @@ struct RunResult {
   TimeToThreshold to95, to99;
   std::int64_t last_step = 0;
   double final_test_acc = 0.0, wall_seconds = 0.0;
+  std::string build;                // the commit of the binary that ran it (config.json runtime.build)
   std::vector<std::int64_t> steps;  // the evaluation curve
   std::vector<double> test_acc, train_acc;
 };
 
+// "COMMIT", "COMMIT (modified)", or "not recorded" for a run whose binary predates the record.
+std::string build_of(const std::string& run_dir) {
+  std::ifstream in(run_dir + "/config.json");
+  if (!in) return "not recorded";
+  try {
+    const nlohmann::json runtime = nlohmann::json::parse(in).value("runtime", nlohmann::json::object());
+    if (!runtime.contains("build")) return "not recorded";
+    const nlohmann::json& build = runtime.at("build");
+    return build.at("commit").get<std::string>() + (build.value("dirty", false) ? " (modified)" : "");
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("{}/config.json: {}", run_dir, e.what()));
+  }
+}
+
 RunResult read_result(const SweepRun& run) {
   RunResult r;
   r.run = &run;
+  r.build = build_of(run.run_dir);
   std::ifstream summary_in(run.run_dir + "/summary.json");
   const nlohmann::json summary = nlohmann::json::parse(summary_in);
   r.last_step = summary.at("step").get<std::int64_t>();
@@ -148,7 +164,8 @@ std::string write_sweep_report(const SweepSpec& spec, const std::vector<SweepRun
   std::vector<CellSummary> cells;
   std::string runs_csv = "cell," ;
   for (const SweepAxis& a : spec.axes) runs_csv += csv_field(a.name) + ",";
-  runs_csv += "seed,steps_to_95,reached_95,steps_to_99,reached_99,last_step,final_test_acc,wall_seconds,run_dir\n";
+  runs_csv += "seed,steps_to_95,reached_95,steps_to_99,reached_99,last_step,final_test_acc,wall_seconds,run_dir,build\n";
+  std::map<std::string, std::size_t> builds;  // commit -> finished runs
   std::string curves_csv = "cell,step,runs,test_acc_median,test_acc_q25,test_acc_q75,train_acc_median,"
                            "train_acc_q25,train_acc_q75\n";
   for (const std::string& cell : cell_order) {
@@ -169,9 +186,10 @@ std::string write_sweep_report(const SweepSpec& spec, const std::vector<SweepRun
       c.longest = std::max(c.longest, static_cast<double>(r.last_step));
       runs_csv += csv_field(cell) + ",";
       for (const std::string& l : r.run->labels) runs_csv += csv_field(l) + ",";
-      runs_csv += fmt::format("{},{:.0f},{},{:.0f},{},{},{},{},{}\n", r.run->seed, r.to95.step, r.to95.reached ? 1 : 0,
-                              r.to99.step, r.to99.reached ? 1 : 0, r.last_step, r.final_test_acc, r.wall_seconds,
-                              csv_field(r.run->run_dir));
+      runs_csv += fmt::format("{},{:.0f},{},{:.0f},{},{},{},{},{},{}\n", r.run->seed, r.to95.step,
+                              r.to95.reached ? 1 : 0, r.to99.step, r.to99.reached ? 1 : 0, r.last_step,
+                              r.final_test_acc, r.wall_seconds, csv_field(r.run->run_dir), csv_field(r.build));
+      ++builds[r.build];
     }
     if (!results.empty()) {
       c.median95 = censored_quantile(t95, 0.5);
@@ -226,6 +244,16 @@ std::string write_sweep_report(const SweepSpec& spec, const std::vector<SweepRun
                     "means the quantile lies past the last step run. \"reached\" is seeds that reached it / "
                     "finished seeds.\n\n",
                     runs.size(), cell_order.size(), spec.seeds.size(), runs.size() - unfinished);
+  // Builds of different commits may differ in the last bits (docs/architecture.md, "Determinism").
+  if (builds.size() == 1) {
+    md += fmt::format("Every finished run was made by one build: {}.\n\n", builds.begin()->first);
+  } else if (builds.size() > 1) {
+    md += fmt::format("**The finished runs come from {} builds**, whose results may differ in the last bits "
+                      "(runs.csv says which made each run):", builds.size());
+    for (const auto& [build, count] : builds) md += fmt::format(" {} ({} runs);", build, count);
+    md.back() = '.';
+    md += "\n\n";
+  }
   md += "| ";
   for (const SweepAxis& a : spec.axes) md += a.name + " | ";
   md += "reached 95% | steps to 95% | reached 99% | steps to 99% | wall time (median) |\n|";
