@@ -201,7 +201,7 @@ std::optional<RowAccess> row_access(const StridedView& v, std::int64_t rows, std
   if (is_scalar(v)) return RowAccess{0, 0};
   if (is_flat(v)) return RowAccess{len, 1};
   if (v.rank == 2 && v.shape[0] == rows && v.shape[1] == len) {
-    if (v.strides[0] == 0 && v.strides[1] == 1) return RowAccess{0, 1};
+    if (is_row_broadcast(v)) return RowAccess{0, 1};
     if (v.strides[0] == 1 && v.strides[1] == 0) return RowAccess{1, 0};
   }
   return std::nullopt;
@@ -220,6 +220,24 @@ void binary_rows(const T* a, std::int64_t a_row, const T* b, std::int64_t b_row,
       for (std::int64_t j = 0; j < len; ++j) o[j] = apply(Op, ar[j * ACol], br[j * BCol]);
     }
   });
+}
+
+// Broadcasts over [rows, len] with one operand of rank 2 (a bias repeated per row, LayerNorm's and
+// softmax's per-row statistics in a recorded backward), by rows; false when the layouts are others.
+template <class T, BinaryOp Op>
+bool binary_by_rows(const T* a, const StridedView& av, const T* b, const StridedView& bv, T* out, std::int64_t n) {
+  if (av.rank != 2 && bv.rank != 2) return false;
+  const StridedView& two = av.rank == 2 ? av : bv;
+  const std::int64_t rows = two.shape[0], len = two.shape[1];
+  const auto ra = row_access(av, rows, len), rb = row_access(bv, rows, len);
+  if (!ra || !rb || rows * len != n) return false;
+  switch (ra->col_step * 2 + rb->col_step) {
+    case 3: binary_rows<T, Op, 1, 1>(a, ra->row_step, b, rb->row_step, out, rows, len); break;
+    case 2: binary_rows<T, Op, 1, 0>(a, ra->row_step, b, rb->row_step, out, rows, len); break;
+    case 1: binary_rows<T, Op, 0, 1>(a, ra->row_step, b, rb->row_step, out, rows, len); break;
+    default: binary_rows<T, Op, 0, 0>(a, ra->row_step, b, rb->row_step, out, rows, len); break;
+  }
+  return true;
 }
 
 // Any layouts: one cursor per input, output contiguous.
@@ -249,29 +267,7 @@ void binary_loop(const T* a, const StridedView& av, const T* b, const StridedVie
     parallel_for(n, grain_for(2), [&](std::int64_t i0, std::int64_t i1) {
       for (std::int64_t i = i0; i < i1; ++i) out[i] = apply(Op, s, b[i]);
     });
-  } else if (is_flat(av) && av.rank == 1 && is_row_broadcast(bv)) {
-    const std::int64_t rows = bv.shape[0], len = bv.shape[1];
-    parallel_for(rows, grain_for(2 * len), [&](std::int64_t r0, std::int64_t r1) {
-      for (std::int64_t r = r0; r < r1; ++r) {
-        for (std::int64_t j = 0; j < len; ++j) out[r * len + j] = apply(Op, a[r * len + j], b[j]);
-      }
-    });
-  } else if (av.rank == 2 || bv.rank == 2) {
-    // Other broadcasts over [rows, len], such as LayerNorm's and softmax's per-row statistics in a
-    // recorded backward.
-    const StridedView& two = av.rank == 2 ? av : bv;
-    const std::int64_t rows = two.shape[0], len = two.shape[1];
-    const auto ra = row_access(av, rows, len), rb = row_access(bv, rows, len);
-    if (ra && rb && rows * len == n) {
-      const int cols = ra->col_step * 2 + rb->col_step;
-      if (cols == 3) binary_rows<T, Op, 1, 1>(a, ra->row_step, b, rb->row_step, out, rows, len);
-      if (cols == 2) binary_rows<T, Op, 1, 0>(a, ra->row_step, b, rb->row_step, out, rows, len);
-      if (cols == 1) binary_rows<T, Op, 0, 1>(a, ra->row_step, b, rb->row_step, out, rows, len);
-      if (cols == 0) binary_rows<T, Op, 0, 0>(a, ra->row_step, b, rb->row_step, out, rows, len);
-      return;
-    }
-    binary_general<T, Op>(a, av, b, bv, out, n);
-  } else {
+  } else if (!binary_by_rows<T, Op>(a, av, b, bv, out, n)) {
     binary_general<T, Op>(a, av, b, bv, out, n);
   }
 }

@@ -138,7 +138,7 @@ void neural_amplify_forward(const T* g, std::int64_t n, const Mlp<T>& mlp, const
 
   std::int64_t longest = 0;
   for (const Run& r : runs) longest = std::max(longest, r.size);
-  std::vector<double> e(static_cast<std::size_t>(longest));  // one run's exp(s_i - max)
+  std::vector<double> exps(static_cast<std::size_t>(longest));  // one run's exp(s_i - max)
 
   // The per-entry passes (scores, exponentials, outputs) run on the thread pool; the sums over a run
   // stay sequential in entry order, so the result is the same for any thread count.
@@ -164,21 +164,21 @@ void neural_amplify_forward(const T* g, std::int64_t n, const Mlp<T>& mlp, const
     T max = s[0];
     for (std::int64_t i = 1; i < size; ++i) max = s[i] > max ? s[i] : max;
     parallel_for(size, grain_for(20), [&](std::int64_t i0, std::int64_t i1) {
-      for (std::int64_t i = i0; i < i1; ++i) e[static_cast<std::size_t>(i)] = std::exp(double(s[i]) - double(max));
+      for (std::int64_t i = i0; i < i1; ++i) exps[static_cast<std::size_t>(i)] = std::exp(double(s[i]) - double(max));
     });
     double total = 0.0;
-    for (std::int64_t i = 0; i < size; ++i) total += e[static_cast<std::size_t>(i)];
+    for (std::int64_t i = 0; i < size; ++i) total += exps[static_cast<std::size_t>(i)];
     // q_i = p_i g_i with p_i = e_i / total, the softmax probability (as probability() computes it).
     double squares = 0.0;
     for (std::int64_t i = 0; i < size; ++i) {
-      const double q = e[static_cast<std::size_t>(i)] / total * double(gr[i]);
+      const double q = exps[static_cast<std::size_t>(i)] / total * double(gr[i]);
       squares += q * q;
     }
     const double norm = std::sqrt(squares);
     T* o = out + begin;
     parallel_for(size, grain_for(4), [&](std::int64_t i0, std::int64_t i1) {
       for (std::int64_t i = i0; i < i1; ++i) {
-        const double q = e[static_cast<std::size_t>(i)] / total * double(gr[i]);
+        const double q = exps[static_cast<std::size_t>(i)] / total * double(gr[i]);
         // An all-zero gradient stays zero; a NaN anywhere in the segment (NaN norm) makes all of it NaN.
         o[i] = norm != 0.0 ? static_cast<T>(c * q / norm) : T(0);
       }
