@@ -26,7 +26,7 @@ import tomllib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from reproduce_table1 import PAPER  # noqa: E402
-from seeded_table1 import bootstrap_difference, mann_whitney_exact, median  # noqa: E402
+from seeded_table1 import bootstrap_difference, mann_whitney_exact, median, print_and_save  # noqa: E402
 
 LAYOUTS = ["sequence", "interleaved"]
 METHODS = ["grokfast-ma", "neuralgrok", "neuralgrok-paper-amp"]
@@ -149,11 +149,7 @@ def main():
             lines.append(comparison_row(f"token order, {ng} (test accuracy at the end)", "sequence",
                                         [r["test_acc"] for r in seq], "interleaved",
                                         [r["test_acc"] for r in inter], "%"))
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text)
+    print_and_save(lines, args.markdown)
 
 
 if __name__ == "__main__":

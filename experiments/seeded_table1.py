@@ -101,8 +101,12 @@ def cell_text(values, budget):
     return f"{q(0.5)} [{q(0.25)}, {q(0.75)}] ({reached}/{len(values)})"
 
 
-def number(v):
-    return "—" if v is None else ("no gen." if v == "none" else str(v))
+def print_and_save(lines, markdown_path):
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if markdown_path:
+        with open(markdown_path, "w") as f:
+            f.write(text)
 
 
 def main():
@@ -147,11 +151,7 @@ def main():
             claim = f"{fast} ({paper[fast]}) < {slow} ({paper[slow]})" if slow in paper else f"(ours) {fast} vs {slow}"
             lines.append(f"| {task} | {claim} | {seeds_say} | {p:.3f} | "
                          f"[{lo:.0f}, {hi:.0f}] |".replace("inf", "∞"))
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text)
+    print_and_save(lines, args.markdown)
 
 
 if __name__ == "__main__":
