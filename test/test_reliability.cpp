@@ -98,6 +98,24 @@ TEST_CASE("numbers that do not fit their setting are refused, not rounded, cut o
   }
 }
 
+TEST_CASE("a method without a recorded form is refused with --meta-grad unrolled before the run writes anything",
+          "[reliability][cli]") {
+  const std::string dir = fresh_temp_dir("recorded_combination");
+  const CliResult r = run_tapegrok(train_args(dir + "/run", {"--method", "neuralgrok", "--outer-fraction", "0.05",
+                                                             "--amp-hidden", "4,4", "--meta-grad", "unrolled",
+                                                             "--grad-normalize", "0.5"}));
+  CHECK(r.code != 0);
+  CHECK_THAT(r.output, ContainsSubstring("gradient method 'per-tensor normalisation' has no recorded form"));
+  CHECK_THAT(r.output, ContainsSubstring("leave out --grad-normalize"));
+  CHECK_FALSE(fs::exists(dir + "/run/config.json"));
+  CHECK_FALSE(fs::exists(dir + "/run/metrics.jsonl"));
+  // The lookahead meta-gradient runs no recorded step, so the same flags are a valid run there.
+  const CliResult lookahead = run_tapegrok(train_args(dir + "/lookahead", {"--method", "neuralgrok", "--outer-fraction",
+                                                                           "0.05", "--amp-hidden", "4,4",
+                                                                           "--grad-normalize", "0.5", "--steps", "4"}));
+  CHECK(lookahead.code == 0);
+}
+
 TEST_CASE("a checkpoint's counters must be whole, non-negative integers", "[reliability][checkpoint]") {
   const std::string dir = fresh_temp_dir("counters");
   REQUIRE(run_tapegrok(train_args(dir + "/run", {"--steps", "8"})).code == 0);

@@ -64,6 +64,8 @@ class GradientMethod {
 
   // ---- recorded steps (second order through training)
   virtual bool records_steps() const { return false; }
+  // True when transform_recorded() is implemented (a recorded step runs it in place of transform()).
+  virtual bool has_recorded_form() const { return false; }
   // flat_g: [N] recorded, one run per parameter tensor (segments) -> the transformed gradient, recorded.
   virtual Tensor transform_recorded(const Tensor& flat_g, const std::vector<Segment>& segments);
   // After a recorded update: theta is the recorded parameters after `window_steps` steps of the open

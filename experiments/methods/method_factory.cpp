@@ -46,6 +46,16 @@ MethodList make_gradient_methods(const MethodSetup& setup) {
   MethodList methods;
   if (entry->make != nullptr) methods.push_back(entry->make(setup));
   if (setup.config.grad_normalize > 0) methods.push_back(make_per_tensor_normalization(setup));
+  // A recorded step (--meta-grad unrolled) runs every method's recorded form: refuse a combination with
+  // a method that has none here, before the run writes anything.
+  bool records = false;
+  for (const auto& m : methods) records |= m->records_steps();
+  for (const auto& m : methods) {
+    TG_CHECK(!records || m->has_recorded_form(),
+             "gradient method '{}' has no recorded form, so it cannot run inside a recorded step "
+             "(--meta-grad unrolled){}",
+             m->name(), setup.config.grad_normalize > 0 ? "; leave out --grad-normalize" : "");
+  }
   return methods;
 }
 

@@ -60,6 +60,7 @@ class NeuralGrok final : public GradientMethod {
 
   // ---- unrolled mode: the trainer records whole inner steps (StepMode::recorded) and calls these
   bool records_steps() const override { return config_.meta_grad == "unrolled" && updates_amplifier(); }
+  bool has_recorded_form() const override { return true; }
   Tensor transform_recorded(const Tensor& flat_g, const std::vector<Segment>& segments) override;
   // After the window's T-th recorded step, the meta step: d L_outer(theta_T) / d phi through the window.
   bool end_recorded_step(const Model& model, const TensorList& theta, std::int64_t window_steps) override;

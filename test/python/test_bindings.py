@@ -55,6 +55,25 @@ def test_the_view_outlives_its_tensor():
     assert np.array_equal(view, np.arange(6.0))
 
 
+def test_subnormal_flush_is_switchable_from_python():
+    # 1e-30 * 1e-10 = 1e-40 is below float32's smallest normal number (1.2e-38): NumPy keeps IEEE gradual
+    # underflow, the engine's CPU kernels flush it to zero unless told not to.
+    a, b = np.full(8, 1e-30, dtype=np.float32), np.full(8, 1e-10, dtype=np.float32)
+    ieee = a * b
+    assert ieee[0] != 0
+    was = tg.flush_subnormals()
+    try:
+        tg.set_flush_subnormals(True)
+        assert tg.flush_subnormals()
+        assert np.array_equal(tg.mul(tg.Tensor(a), tg.Tensor(b)).numpy(), np.zeros(8, dtype=np.float32))
+        tg.set_flush_subnormals(False)
+        assert not tg.flush_subnormals()
+        assert np.array_equal(tg.mul(tg.Tensor(a), tg.Tensor(b)).numpy(), ieee)
+    finally:
+        tg.set_flush_subnormals(was)
+    assert tg.openblas_core()  # the kernels the GEMMs run on, as config.json records them
+
+
 def test_engine_errors_arrive_with_the_engines_message():
     a, b = tg.Tensor(np.ones((2, 3))), tg.Tensor(np.ones((4, 5)))
     with pytest.raises(tg.Error, match="matmul"):
