@@ -164,6 +164,11 @@ class Backend {
   // dqkv: [B, T, 3C] (overwritten).
   virtual void attention_backward(const Tensor& dy, const Tensor& qkv, const Tensor& probs,
                                   std::int64_t n_heads, const Tensor& dqkv) = 0;
+  // Second order: g [B, T, 3C], a gradient of attention_backward's dqkv, taken back to its inputs:
+  // gqkv [B, T, 3C] and gdy [B, T, C] (both overwritten).
+  virtual void attention_double_backward(const Tensor& dy, const Tensor& qkv, const Tensor& probs,
+                                         const Tensor& g, std::int64_t n_heads, const Tensor& gqkv,
+                                         const Tensor& gdy) = 0;
 
   // ids: i32 [N]; weight: [V, C]; out: [N, C]. Ids are range-checked by the op layer.
   virtual void embedding_forward(const Tensor& ids, const Tensor& weight, const Tensor& out) = 0;

@@ -97,6 +97,10 @@ AddLayerNorm add_layernorm(const Tensor& x, const Tensor& residual, const Tensor
                            double eps = 1e-5, bool sum_is_used = true);
 // qkv: [B, T, 3C] -> [B, T, C]: causal multi-head attention, heads of size C / n_heads, scale 1/sqrt(D).
 Tensor causal_self_attention(const Tensor& qkv, std::int64_t n_heads);
+// dy: [B, T, C], qkv: [B, T, 3C] -> dqkv [B, T, 3C]: causal_self_attention's gradient as an op (its
+// recorded backward). Its own backward, attention's second derivative, is one fused kernel; a third
+// derivative is not provided.
+Tensor causal_self_attention_backward(const Tensor& dy, const Tensor& qkv, std::int64_t n_heads);
 // ids: i32 [...], weight: [V, C] -> [..., C]
 Tensor embedding(const Tensor& ids, const Tensor& weight);
 

@@ -150,6 +150,13 @@ std::vector<OpCase> build() {
   add_case(
       "causal_self_attention", [](Rng& r) { return TensorList{random(r, {2, 5, 12})}; },
       [](const TensorList& x) { return causal_self_attention(x[0], 2); });
+  // Attention's recorded backward: its derivatives are attention's second (the fused
+  // attention_double_backward kernel); a third is not provided.
+  add_case(
+      "causal_self_attention_backward",
+      [](Rng& r) { return TensorList{random(r, {2, 5, 4}), random(r, {2, 5, 12})}; },
+      [](const TensorList& x) { return causal_self_attention_backward(x[0], x[1], 2); }, {},
+      "causal_self_attention_backward");
   add_case("embedding", [](Rng& r) { return TensorList{random_ids(r, {3, 4}, 6), random(r, {6, 5})}; },
            [](const TensorList& x) { return embedding(x[0], x[1]); });
 

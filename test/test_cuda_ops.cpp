@@ -103,6 +103,13 @@ TEST_CASE("GPU kernels at model sizes match the CPU", "[cuda][ops]") {
       // Heads of 128 and more: the long-sequence backward's key kernel runs 128 threads, not a warp multiple of d.
       {"attention [1,100,768] 2 heads of 128", [](Rng& r) { return TensorList{random(r, {1, 100, 768})}; },
        [](const TensorList& x) { return causal_self_attention(x[0], 2); }},
+      // Attention's recorded backward, whose gradients are attention's second derivatives.
+      {"attention backward [512,5,384] 4 heads",
+       [](Rng& r) { return TensorList{random(r, {512, 5, 128}), random(r, {512, 5, 384})}; },
+       [](const TensorList& x) { return causal_self_attention_backward(x[0], x[1], 4); }},
+      {"attention backward [2,100,192] 2 heads",
+       [](Rng& r) { return TensorList{random(r, {2, 100, 64}), random(r, {2, 100, 192})}; },
+       [](const TensorList& x) { return causal_self_attention_backward(x[0], x[1], 2); }},
       {"cross_entropy [512,99]", [](Rng& r) { return TensorList{random(r, {512, 99}, DType::f64, -3, 3), random_ids(r, {512}, 99)}; },
        [](const TensorList& x) { return cross_entropy(x[0], x[1]); }},
       {"stablemax_cross_entropy [512,99]",

@@ -262,6 +262,15 @@ class CpuBackend final : public Backend {
     });
   }
 
+  void attention_double_backward(const Tensor& dy, const Tensor& qkv, const Tensor& probs, const Tensor& g,
+                                 std::int64_t n_heads, const Tensor& gqkv, const Tensor& gdy) override {
+    dispatch_floating(qkv.dtype(), "attention_double_backward", [&](auto t) {
+      using T = decltype(t);
+      cpu::attention_double_backward(ptr<T>(dy), ptr<T>(qkv), ptr<T>(probs), ptr<T>(g), ptr<T>(gqkv), ptr<T>(gdy),
+                                     qkv.size(0), qkv.size(1), qkv.size(2) / 3, n_heads);
+    });
+  }
+
   void embedding_forward(const Tensor& ids, const Tensor& weight, const Tensor& out) override {
     dispatch_floating(weight.dtype(), "embedding", [&](auto t) {
       using T = decltype(t);

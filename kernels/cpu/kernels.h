@@ -92,6 +92,10 @@ void attention_forward(const T* qkv, T* y, T* probs, std::int64_t b, std::int64_
 template <class T>
 void attention_backward(const T* dy, const T* qkv, const T* probs, T* dqkv, std::int64_t b, std::int64_t t,
                         std::int64_t c, std::int64_t h);
+// g, gqkv: [B, T, 3C]; gdy: [B, T, C]
+template <class T>
+void attention_double_backward(const T* dy, const T* qkv, const T* probs, const T* g, T* gqkv, T* gdy,
+                               std::int64_t b, std::int64_t t, std::int64_t c, std::int64_t h);
 
 // ---- embedding (embedding.cpp) ----  ids: [N]; weight, dweight: [V, C]; out, dout: [N, C]
 template <class T> void embedding_forward(const std::int32_t* ids, const T* weight, T* out, std::int64_t n, std::int64_t c);

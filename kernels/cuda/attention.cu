@@ -296,6 +296,105 @@ __global__ void attention_backward_key_kernel(const float* dy, const float* qkv,
   }
 }
 
+// ---------------------------------------------------------------- second order
+
+// The gradient g = (gQ | gK | gV) of attention_backward's dqkv, taken back to qkv and dy; the formulas
+// are those of the CPU kernel (kernels/cpu/attention.cpp). One block per head (b, h); grid B*H. The
+// head's three T x T coefficient matrices live in the workspace w [B*H][3][T][T]:
+//   w0: dP, then U = P (dP - r);  w1: H, then gdP;  w2: gV . dY, then gP, then gS.
+// Every output element is owned by one thread, which sums its terms in index order.
+__global__ void attention_double_backward_kernel(const float* dy, const float* qkv, const float* probs,
+                                                 const float* g, float* gqkv, float* gdy, float* w, int T, int C,
+                                                 int H, int D, float scale) {
+  const int bh = blockIdx.x, b = bh / H, h = bh % H;
+  const int tid = threadIdx.x, nthreads = blockDim.x;
+  const std::int64_t C3 = 3 * std::int64_t(C);
+  const std::int64_t TT = std::int64_t(T) * T;
+  const float* head = qkv + std::int64_t(b) * T * C3 + std::int64_t(h) * D;   // q at 0, k at C, v at 2C
+  const float* ghead = g + std::int64_t(b) * T * C3 + std::int64_t(h) * D;    // gq, gk, gv likewise
+  const float* dy_head = dy + std::int64_t(b) * T * C + std::int64_t(h) * D;
+  float* out_head = gqkv + std::int64_t(b) * T * C3 + std::int64_t(h) * D;
+  float* gdy_head = gdy + std::int64_t(b) * T * C + std::int64_t(h) * D;
+  const float* P = probs + std::int64_t(bh) * TT;
+  float* w0 = w + std::int64_t(bh) * 3 * TT;
+  float* w1 = w0 + TT;
+  float* w2 = w1 + TT;
+
+  // dP_ij = dy_i . v_j, H_ij = scale (gq_i . k_j + q_i . gk_j), gv_j . dy_i for j <= i
+  for (std::int64_t idx = tid; idx < TT; idx += nthreads) {
+    const int i = static_cast<int>(idx / T), j = static_cast<int>(idx % T);
+    if (j > i) continue;
+    const float* qi = head + i * C3;
+    const float* kj = head + j * C3 + C;
+    const float* vj = head + j * C3 + 2 * C;
+    const float* gqi = ghead + i * C3;
+    const float* gkj = ghead + j * C3 + C;
+    const float* gvj = ghead + j * C3 + 2 * C;
+    const float* dyi = dy_head + std::int64_t(i) * C;
+    float dp = 0.f, hq = 0.f, gvdy = 0.f;
+    for (int e = 0; e < D; ++e) {
+      dp = fmaf(dyi[e], vj[e], dp);
+      hq = fmaf(gqi[e], kj[e], fmaf(qi[e], gkj[e], hq));
+      gvdy = fmaf(gvj[e], dyi[e], gvdy);
+    }
+    w0[idx] = dp;
+    w1[idx] = hq * scale;
+    w2[idx] = gvdy;
+  }
+  __syncthreads();
+
+  // Row statistics, one warp per row; lane l owns columns j = l, l + 32, ... through both passes.
+  const int lane = tid % kWarp, warp = tid / kWarp, warps = nthreads / kWarp;
+  for (int i = warp; i < T; i += warps) {
+    const float* pi = P + std::int64_t(i) * T;
+    float* u = w0 + std::int64_t(i) * T;
+    float* gd = w1 + std::int64_t(i) * T;
+    float* gs = w2 + std::int64_t(i) * T;
+    float r = 0.f, hp = 0.f;
+    for (int j = lane; j <= i; j += kWarp) {
+      r = fmaf(pi[j], u[j], r);
+      hp = fmaf(pi[j], gd[j], hp);
+    }
+    r = warp_sum(r);
+    hp = warp_sum(hp);
+    float gpp = 0.f;
+    for (int j = lane; j <= i; j += kWarp) {
+      const float dp = u[j], hij = gd[j];
+      const float gp = hij * (dp - r) - hp * dp + gs[j];
+      u[j] = pi[j] * (dp - r);
+      gd[j] = pi[j] * (hij - hp);
+      gs[j] = gp;
+      gpp = fmaf(pi[j], gp, gpp);
+    }
+    gpp = warp_sum(gpp);
+    for (int j = lane; j <= i; j += kWarp) gs[j] = pi[j] * (gs[j] - gpp);
+  }
+  __syncthreads();
+
+  // gq_t = scale sum_{j <= t} (U_tj gk_j + gS_tj k_j),  gdy_t = sum_{j <= t} (P_tj gv_j + gdP_tj v_j),
+  // gk_t = scale sum_{i >= t} (U_it gq_i + gS_it q_i),   gv_t = sum_{i >= t} gdP_it dy_i.
+  for (std::int64_t idx = tid; idx < std::int64_t(T) * D; idx += nthreads) {
+    const int t = static_cast<int>(idx / D), e = static_cast<int>(idx % D);
+    float gq = 0.f, gd = 0.f, gk = 0.f, gv = 0.f;
+    for (int j = 0; j <= t; ++j) {
+      const std::int64_t tj = std::int64_t(t) * T + j;
+      const float* kj = head + j * C3 + C;
+      const float* gkj = ghead + j * C3 + C;
+      gq = fmaf(w0[tj], gkj[e], fmaf(w2[tj], kj[e], gq));
+      gd = fmaf(P[tj], gkj[C + e], fmaf(w1[tj], kj[C + e], gd));
+    }
+    for (int i = t; i < T; ++i) {
+      const std::int64_t it = std::int64_t(i) * T + t;
+      gk = fmaf(w0[it], ghead[i * C3 + e], fmaf(w2[it], head[i * C3 + e], gk));
+      gv = fmaf(w1[it], dy_head[std::int64_t(i) * C + e], gv);
+    }
+    out_head[t * C3 + e] = gq * scale;
+    out_head[t * C3 + C + e] = gk * scale;
+    out_head[t * C3 + 2 * C + e] = gv;
+    gdy_head[std::int64_t(t) * C + e] = gd;
+  }
+}
+
 float attention_scale(std::int64_t d) { return static_cast<float>(1.0 / sqrt(static_cast<double>(d))); }
 
 bool sizes_fit_int(std::int64_t b, std::int64_t t, std::int64_t c, std::int64_t h) {
@@ -381,6 +480,25 @@ cudaError_t launch_attention_backward(const float* dy, const float* qkv, const f
   TG_RETURN_IF_LAUNCH_FAILED();
   const int key_threads = d >= 128 ? 128 : static_cast<int>((d + kWarp - 1) / kWarp * kWarp);
   attention_backward_key_kernel<<<rows, key_threads, 0, stream>>>(dy, qkv, probs, ds, dqkv, T, C, H, D);
+  return cudaGetLastError();
+}
+
+std::size_t attention_double_backward_workspace_bytes(std::int64_t b, std::int64_t t, std::int64_t h) {
+  if (b <= 0 || t <= 0 || h <= 0) return 0;
+  return static_cast<std::size_t>(b * h * 3 * t * t) * sizeof(float);
+}
+
+cudaError_t launch_attention_double_backward(const float* dy, const float* qkv, const float* probs, const float* g,
+                                             float* gqkv, float* gdy, std::int64_t b, std::int64_t t, std::int64_t c,
+                                             std::int64_t h, void* workspace, std::size_t workspace_bytes,
+                                             cudaStream_t stream) {
+  if (b == 0 || t == 0 || c == 0) return cudaSuccess;
+  if (!sizes_fit_int(b, t, c, h)) return cudaErrorInvalidValue;
+  if (workspace_bytes < attention_double_backward_workspace_bytes(b, t, h)) return cudaErrorInvalidValue;
+  const std::int64_t d = c / h;
+  attention_double_backward_kernel<<<static_cast<unsigned>(b * h), kRowThreads, 0, stream>>>(
+      dy, qkv, probs, g, gqkv, gdy, static_cast<float*>(workspace), static_cast<int>(t), static_cast<int>(c),
+      static_cast<int>(h), static_cast<int>(d), attention_scale(d));
   return cudaGetLastError();
 }
 

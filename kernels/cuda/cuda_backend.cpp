@@ -610,6 +610,19 @@ class CudaBackend final : public Backend, public GpuContext {
                  "attention_backward", args);
   }
 
+  void attention_double_backward(const Tensor& dy, const Tensor& qkv, const Tensor& probs, const Tensor& g,
+                                 std::int64_t n_heads, const Tensor& gqkv, const Tensor& gdy) override {
+    const Args args = {{"dy", dy}, {"qkv", qkv}, {"probs", probs}, {"g", g}, {"gqkv", gqkv}, {"gdy", gdy}};
+    prepare("attention_double_backward", args);
+    const std::int64_t b = qkv.size(0), t = qkv.size(1), c = qkv.size(2) / 3;
+    const std::size_t bytes = attention_double_backward_workspace_bytes(b, t, n_heads);
+    Scratch scratch(allocator_, bytes, "attention_double_backward");
+    check_kernel(launch_attention_double_backward(ptr<const float>(dy), ptr<const float>(qkv),
+                                                  ptr<const float>(probs), ptr<const float>(g), ptr<float>(gqkv),
+                                                  ptr<float>(gdy), b, t, c, n_heads, scratch.get(), bytes, stream_),
+                 "attention_double_backward", args);
+  }
+
   void embedding_forward(const Tensor& ids, const Tensor& weight, const Tensor& out) override {
     const Args args = {{"ids", ids, Want::i32}, {"weight", weight}, {"out", out}};
     prepare("embedding_forward", args);

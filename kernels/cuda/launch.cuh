@@ -168,6 +168,12 @@ cudaError_t launch_attention_backward(const float* dy, const float* qkv, const f
                                       std::int64_t b, std::int64_t t, std::int64_t c, std::int64_t h,
                                       const KernelLimits& limits, void* workspace, std::size_t workspace_bytes,
                                       cudaStream_t stream);
+// Second order: g, gqkv: [B, T, 3C]; gdy: [B, T, C] (both overwritten).
+std::size_t attention_double_backward_workspace_bytes(std::int64_t b, std::int64_t t, std::int64_t h);
+cudaError_t launch_attention_double_backward(const float* dy, const float* qkv, const float* probs, const float* g,
+                                             float* gqkv, float* gdy, std::int64_t b, std::int64_t t, std::int64_t c,
+                                             std::int64_t h, void* workspace, std::size_t workspace_bytes,
+                                             cudaStream_t stream);
 
 // ---------------------------------------------------------------- embedding.cu
 // ids: i32 [n]; weight, dweight: [vocab, c]; out, dout: [n, c].
