@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Runs tapegrok's step benchmark (tapegrok_bench_steps --sections train) and PyTorch's
-(pytorch_steps.py) on the same device with the same thread count and the same model and data sizes,
-and prints ms/step side by side with the ratio PyTorch / tapegrok (> 1: tapegrok is faster). The two
-sides run alternately, --rounds times each (ours, theirs, ours, theirs, ...), so a slow spell of the
+"""Runs tapegrok's step benchmark (tapegrok_bench_steps) and PyTorch's (pytorch_steps.py) on the same
+device with the same thread count, the same model and data sizes and the same --sections (train: the
+training steps; second-order: gradient, Hessian-vector product, unrolled hypergradients), and prints
+ms/step side by side with the ratio PyTorch / tapegrok (> 1: tapegrok is faster). The two sides run
+alternately, --rounds times each (ours, theirs, ours, theirs, ...), so a slow spell of the
 machine hits both; each cell is the median over the rounds of that round's median of --repeats steps,
 with the range over the rounds in brackets, and the ratio is that of the two medians. A row one side
 did not measure (no torch.compile, a failed run, ...) still gets its line, with 'n/a' and the reason.
@@ -18,7 +19,8 @@ code's loop, pytorch_steps.py --time-to-95), at most --max-steps steps each, onc
 times.
 
 usage: compare_with_pytorch.py [--build build] [--device cpu] [--threads 2] [--repeats 10] [--rounds 3] [--tiny]
-                               [--python PYTHON] [--out FILE.md] [--time-to-95 [--max-steps 20000]]
+                               [--python PYTHON] [--out FILE.md] [--sections train,second-order]
+                               [--time-to-95 [--max-steps 20000]]
 --tiny: both sides use 1 layer, width 32, batch 64, amplifier (8, 8) (a smoke run, well under a minute).
 The PyTorch side runs under /usr/bin/python3 (Debian's python3-torch, 1.13: no torch.compile) unless
 --python says otherwise. For PyTorch 2.x from PyPI, scripts/pytorch2-venv creates .venv-torch2; then
@@ -33,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 # (what the row measures, tapegrok row, PyTorch row); bench/README.md describes each.
 PAIRS = [
@@ -52,6 +55,13 @@ PAIRS = [
      "NeuralGrok step, lookahead meta (T 4, amortised)", "NeuralGrok step, official code (T 4, amortised)"),
     ("NeuralGrok step, T 4 amortised (tapegrok --cuda-graph; PyTorch official code)",
      "NeuralGrok step, lookahead (T 4), --cuda-graph", "NeuralGrok step, official code (T 4, amortised)"),
+    # --sections second-order: the same construction on both sides (reverse-over-reverse).
+    ("gradient (forward + backward)", "gradient (forward + backward)", "gradient (forward + backward)"),
+    ("Hessian-vector product", "Hessian-vector product", "Hessian-vector product"),
+    ("hypergradient through 1 unrolled SGD step", "hypergradient through 1 unrolled SGD step",
+     "hypergradient through 1 unrolled SGD step"),
+    ("hypergradient through 4 unrolled SGD steps", "hypergradient through 4 unrolled SGD steps",
+     "hypergradient through 4 unrolled SGD steps"),
 ]
 TINY_FLAGS = ["--layers", "1", "--width", "32", "--batch-size", "64", "--amp-hidden", "8,8"]
 
@@ -99,6 +109,20 @@ def cpu_name():
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def other_runnable(samples=10, interval=0.05):
+    """How many other tasks were runnable at the quietest of a few instants (/proc/loadavg's running count,
+    less this process). Unlike the load average it does not remember the benchmark's own previous round."""
+    counts = []
+    for _ in range(samples):
+        try:
+            with open("/proc/loadavg") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
+        except (OSError, ValueError, IndexError):
+            return 0
+        time.sleep(interval)
+    return max(0, min(counts))
 
 
 def run_side(label, command, json_path, env):
@@ -174,29 +198,34 @@ def main():
     ap.add_argument("--out", default="")
     ap.add_argument("--time-to-95", action="store_true", help="also time a whole NeuralGrok run to 95%% on both sides")
     ap.add_argument("--max-steps", type=int, default=20000, help="with --time-to-95: the step budget of each run")
+    ap.add_argument("--sections", default="train,second-order",
+                    help="the steps (train), the second-order rows (second-order), or both, on both sides")
     args = ap.parse_args()
     args.rounds = max(1, args.rounds)
     here = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
     tiny = ["--tiny"] if args.tiny else []
     ours, theirs = Side("tapegrok_bench_steps"), Side("pytorch_steps.py")
-    load = 0.0  # the highest load average seen before a round: other work skews both sides (PyTorch's most)
+    # Other work skews both sides (PyTorch's most): the load average before the first round (nothing of
+    # ours has run yet), and tasks runnable beside us before each round.
+    load, busy = os.getloadavg()[0], 0
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.rounds):
-            load = max(load, os.getloadavg()[0])
+            busy = max(busy, other_runnable())
             # A fresh file each round, so a failed run cannot pass off the previous round's results.
             ours_json, theirs_json = os.path.join(tmp, f"ours{i}.json"), os.path.join(tmp, f"theirs{i}.json")
             print(f"== round {i + 1}/{args.rounds}: tapegrok", flush=True)
             doc, failure = run_side(
                 "tapegrok_bench_steps",
                 [os.path.join(args.build, "bench", "tapegrok_bench_steps"), "--device", args.device, "--sections",
-                 "train", "--repeats", str(args.repeats), "--json", ours_json, *tiny], ours_json, env)
+                 args.sections, "--repeats", str(args.repeats), "--json", ours_json, *tiny], ours_json, env)
             ours.add(doc or [], failure)
             print(f"== round {i + 1}/{args.rounds}: PyTorch", flush=True)
             doc, failure = run_side(
                 "pytorch_steps.py",
                 [args.python, os.path.join(here, "pytorch_steps.py"), "--device", args.device, "--threads",
-                 str(args.threads), "--repeats", str(args.repeats), "--json", theirs_json, *tiny], theirs_json, env)
+                 str(args.threads), "--repeats", str(args.repeats), "--sections", args.sections, "--json", theirs_json,
+                 *tiny], theirs_json, env)
             theirs.add((doc or {}).get("rows", []), failure)
             theirs.doc = theirs.doc or doc
         whole_run = time_to_95_lines(args, env, tmp) if args.time_to_95 else []
@@ -211,15 +240,17 @@ def main():
              f"Model and data: {ours_config or theirs_config or 'unknown'}.",
              f"Each cell: median over {args.rounds} round(s), the two sides alternating, of each round's median of "
              f"{args.repeats} timed steps, [min–max over the rounds]; the ratio is of the medians."]
-    if load >= 0.5:
-        lines.append(f"NOTE: the load average reached {load:.1f} on {os.cpu_count()} CPUs before a round: other "
-                     "processes compete for the cores, so these timings are unreliable (multi-threaded PyTorch "
-                     "suffers most; --threads 1 is less affected).")
+    if load >= 0.5 or busy > 0:
+        lines.append(f"NOTE: other processes competed for the {os.cpu_count()} CPUs (load average {load:.1f} before the "
+                     f"first round; {busy} other task(s) runnable before a round), so these timings are unreliable "
+                     "(multi-threaded PyTorch suffers most; --threads 1 is less affected).")
     if ours_config and theirs_config and ours_config != theirs_config:
         lines.append(f"WARNING: the two sides ran different sizes (PyTorch: {theirs_config}).")
     lines += ["", "| step | tapegrok ms (median [min–max]) | PyTorch ms (median [min–max]) | PyTorch / tapegrok "
               "| GEMM floor ms | tapegrok / floor |", "|---|---|---|---|---|---|"]
     for label, ours_name, theirs_name in PAIRS:
+        if ours_name not in ours.names() and theirs_name not in theirs.names():
+            continue  # a section this comparison did not run
         o_text, o = ours.cell(ours_name)
         t_text, t = theirs.cell(theirs_name)
         ratio = f"{t / o:.2f}x" if o and t else "—"

@@ -30,6 +30,15 @@ Rows (ms per step, median of --repeats; the names the comparison pairs with tape
                                            4 whole steps (inner steps, the 4th preceded by the deepcopy meta
                                            step), timed as a block and divided by 4
 
+Second order (--sections second-order; the rows of tapegrok_bench_steps --sections second-order, the
+same construction on the same model sizes, reverse-over-reverse with torch.autograd.grad):
+  gradient (forward + backward)            the loss's gradient in every parameter (no graph kept)
+  Hessian-vector product                   g = grad(loss, create_graph=True), then grad(g . v) with v
+                                           standard normal, one tensor per parameter
+  hypergradient through K unrolled SGD step(s)   (K = 1, 4) theta_k+1 = theta_k - 1e-3 g_k exp(phi_i) per
+                                           tensor i, each g_k with create_graph=True, then the gradient of
+                                           the loss at theta_K in phi (one log-scale per parameter tensor)
+
 The official code also recomputes the inner gradient on its copy (one more forward and backward of
 the batch) before the look-ahead; these rows use the step's own gradient instead, as tapegrok does,
 so both sides do the same arithmetic.
@@ -40,7 +49,7 @@ deepcopy meta step every 4th step, test accuracy after every epoch) until the te
 95%, or --max-steps; one row with the wall seconds and the steps taken.
 
 usage: pytorch_steps.py [--device cpu|cuda] [--threads N] [--repeats N] [--warmup N] [--json FILE] [--tiny]
-                        [--time-to-95 [--max-steps N]]
+                        [--sections train,second-order] [--time-to-95 [--max-steps N]]
 --tiny: 1 layer, width 32, batch 64, amplifier (8, 8): a smoke run of a few seconds."""
 
 import argparse
@@ -327,6 +336,51 @@ class Bench:
         self.measure("NeuralGrok step, official code (T 4, amortised)", make,
                      repeats=max(3, self.args.repeats // 3), warmup=1, per_call=T)
 
+    def second_order(self):
+        """Gradient, Hessian-vector product and hypergradients through 1 and 4 unrolled SGD steps."""
+        functional_call, _ = functional_call_impl()
+        model, _ = self.model_and_adam()
+        names = [n for n, _ in model.named_parameters()]
+        params = [p for _, p in model.named_parameters()]
+        gen = torch.Generator().manual_seed(3)
+        v = [torch.randn(p.shape, generator=gen).to(self.dev) for p in params]
+
+        def loss_at(theta):
+            return F.cross_entropy(functional_call(model, dict(zip(names, theta)), (self.ids,)), self.targets)
+
+        def gradient():
+            torch.autograd.grad(loss_at(params), params)
+
+        def hvp():
+            g = torch.autograd.grad(loss_at(params), params, create_graph=True)
+            torch.autograd.grad(sum((gi * vi).sum() for gi, vi in zip(g, v)), params)
+
+        def hypergradient(steps):
+            phi = torch.zeros(len(params), device=self.dev, requires_grad=True)
+            theta = [p.detach().clone().requires_grad_() for p in params]
+            for _ in range(steps):
+                g = torch.autograd.grad(loss_at(theta), theta, create_graph=True)
+                theta = [t - 1e-3 * gi * torch.exp(phi[i]) for i, (t, gi) in enumerate(zip(theta, g))]
+            torch.autograd.grad(loss_at(theta), phi)
+
+        # PyTorch 2.x runs nn.MultiheadAttention through scaled_dot_product_attention, whose fused CPU
+        # kernel has no second derivative ("derivative for ..._flash_attention_for_cpu_backward is not
+        # implemented"): second order needs its math backend, chosen here for every row alike.
+        try:
+            from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: PLC0415 - PyTorch >= 2.3
+            backend, note = sdpa_kernel(SDPBackend.MATH), "attention through SDPA's math backend"
+        except ImportError:
+            backend, note = contextlib.nullcontext(), ""
+        with backend:
+            self.measure("gradient (forward + backward)", lambda: gradient)
+            self.measure("Hessian-vector product", lambda: hvp)
+            for steps in (1, 4):
+                self.measure(f"hypergradient through {steps} unrolled SGD step{'s' if steps > 1 else ''}",
+                             lambda steps=steps: lambda: hypergradient(steps))
+        for row in self.rows[-4:]:
+            if row["ms"] is not None and note:
+                row["note"] = note
+
 
 def time_to_95(bench, max_steps):
     """NeuralGrok, the official code's loop, on a+b mod 97 until 95% test accuracy (or max_steps):
@@ -384,6 +438,7 @@ def main():
     ap.add_argument("--tiny", action="store_true", help="1 layer, width 32, batch 64, amplifier (8, 8)")
     ap.add_argument("--time-to-95", action="store_true", help="time a NeuralGrok run to 95%% test accuracy instead")
     ap.add_argument("--max-steps", type=int, default=20000, help="with --time-to-95: stop here if 95%% is not reached")
+    ap.add_argument("--sections", default="train,second-order", help="train, second-order, or both")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -396,8 +451,13 @@ def main():
         if args.time_to_95:
             bench.rows.append(time_to_95(bench, args.max_steps))
         else:
-            for row in (bench.plain, bench.compiled, bench.grokfast_ema, bench.neuralgrok_inner, bench.neuralgrok_meta,
-                        bench.neuralgrok_amortised):
+            rows = []
+            if "train" in args.sections:
+                rows += [bench.plain, bench.compiled, bench.grokfast_ema, bench.neuralgrok_inner, bench.neuralgrok_meta,
+                         bench.neuralgrok_amortised]
+            if "second-order" in args.sections:
+                rows.append(bench.second_order)
+            for row in rows:
                 row()
 
     config = bench.sizes.describe()
