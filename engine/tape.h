@@ -11,8 +11,9 @@
 //             public ops (engine/ops.h). With create_graph the rule therefore records its own nodes,
 //             and the gradient is itself differentiable: this is how second order works
 //             (reverse-over-reverse: the recorded backward is replayed backward again).
-//   fused ops whose backward is a fused kernel expose that kernel as an op too (layernorm_backward,
-//             ...); that op's own backward is the op's second-order rule, or a loud error naming it.
+//   fused ops whose backward is a fused kernel expose that kernel as an op too (softmax_backward,
+//             causal_self_attention_backward, ...); that op's own backward is the op's second-order rule,
+//             or a loud error naming it. (layernorm instead records its backward as elementary ops.)
 //
 // Tapes and truncation: the tape is cleared once per training step (clear()). Tensors recorded before
 // a clear become constants for later recordings; only leaf parameters carry over.
