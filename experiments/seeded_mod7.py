@@ -15,14 +15,15 @@ written by `tapegrok sweep report`), prints each cell's spread and tests two que
 With 3 seeds against 3 the smallest possible two-sided p is 2/20 = 0.1, so no single-order comparison
 can pass 0.05; pooling the two orders gives 6 against 6 (smallest p 2/924 = 0.002).
 
-usage: seeded_mod7.py [--sweep experiments/sweeps/table1_mod7.toml] [--report DIR] [--markdown OUT.md]"""
+Each method's budget is runs.csv's `budget` column (the runs' --steps).
+
+usage: seeded_mod7.py [--report experiments/results/table1-mod7-seeds/report] [--markdown OUT.md]"""
 
 import argparse
 import csv
 import math
 import os
 import sys
-import tomllib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from reproduce_table1 import PAPER  # noqa: E402
@@ -34,26 +35,34 @@ NEURALGROK = ["neuralgrok", "neuralgrok-paper-amp"]
 
 
 def read_runs(report):
-    """(layout, method) -> list of runs, each {seed, steps_to_95 (inf if not reached), last_step, test_acc}."""
+    """(layout, method) -> list of runs, each {seed, steps_to_95 (inf if not reached), last_step, budget,
+    test_acc}."""
     runs = {}
-    with open(os.path.join(report, "runs.csv"), newline="") as f:
-        for row in csv.DictReader(f):
+    path = os.path.join(report, "runs.csv")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if "budget" not in (reader.fieldnames or []):
+            raise ValueError(f"{path} has no budget column: write the report again with `tapegrok sweep report`")
+        for row in reader:
             reached = row["reached_95"] == "1"
             runs.setdefault((row["layout"], row["method"]), []).append({
                 "seed": int(row["seed"]),
                 "steps_to_95": float(row["steps_to_95"]) if reached else math.inf,
                 "last_step": int(row["last_step"]),
+                "budget": int(row["budget"]),
                 "test_acc": float(row["final_test_acc"]),
             })
     return runs
 
 
-def budgets(sweep_file):
-    """Each method label's step budget, from the sweep file: [train] steps unless the grid entry sets its own."""
-    with open(sweep_file, "rb") as f:
-        sweep = tomllib.load(f)
-    default = sweep["train"]["steps"]
-    return {entry["label"]: entry.get("steps", default) for entry in sweep["grid"]["method"]}
+def budgets(runs):
+    """Each method's step budget; every run of a method must have the same."""
+    out = {}
+    for (_, method), cell in runs.items():
+        for r in cell:
+            if out.setdefault(method, r["budget"]) != r["budget"]:
+                raise ValueError(f"{method}: runs with budgets {out[method]} and {r['budget']}")
+    return out
 
 
 def censored_at(runs, horizon):
@@ -102,12 +111,11 @@ def comparison_row(question, a_label, x, b_label, y, unit, horizon=None):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sweep", default="experiments/sweeps/table1_mod7.toml", help="for each method's budget")
     parser.add_argument("--report", default="experiments/results/table1-mod7-seeds/report")
     parser.add_argument("--markdown", help="also write the tables here")
     args = parser.parse_args()
     runs = read_runs(args.report)
-    budget = budgets(args.sweep)
+    budget = budgets(runs)
     paper = PAPER["a*c+b*d-e"]
 
     lines = ["Steps to 95% test accuracy over the seeds: median [25th, 75th percentile] (seeds that reached "

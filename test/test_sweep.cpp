@@ -206,7 +206,9 @@ TEST_CASE("sweep report: steps to 95% per cell over seeds from the runs' own fil
   CHECK_THAT(md, ContainsSubstring("| standard | 2/3 | 100 [60, > 100] | 0/3 | > 100 [> 100, > 100] | 20 s |"));
   // Curves: at step 40 seed 0 has 0.5, seed 1 0.2 and seed 2 (last evaluated at 25) 0.1: median 0.2.
   CHECK_THAT(read_file(out + "/curves.csv"), ContainsSubstring("standard,40,3,0.2,"));
-  CHECK_THAT(read_file(out + "/runs.csv"), ContainsSubstring("standard,standard,2,100,0,100,0,100,0.4,30,"));
+  CHECK_THAT(read_file(out + "/runs.csv"), ContainsSubstring("standard,standard,2,100,0,100,0,100,100,0.4,30,"));
+  // Seed 0 stopped at 95% (step 60) inside its budget of 100 steps: runs.csv gives both.
+  CHECK_THAT(read_file(out + "/runs.csv"), ContainsSubstring("standard,standard,0,60,1,60,0,60,100,0.96,10,"));
 }
 
 TEST_CASE("the local sweep runner: failures recorded, the rest run, finished runs skipped, resume exact",

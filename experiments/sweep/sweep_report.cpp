@@ -164,7 +164,9 @@ std::string write_sweep_report(const SweepSpec& spec, const std::vector<SweepRun
   std::vector<CellSummary> cells;
   std::string runs_csv = "cell," ;
   for (const SweepAxis& a : spec.axes) runs_csv += csv_field(a.name) + ",";
-  runs_csv += "seed,steps_to_95,reached_95,steps_to_99,reached_99,last_step,final_test_acc,wall_seconds,run_dir,build\n";
+  // budget: the run's --steps, where an unreached threshold is censored; runs of one sweep may differ.
+  runs_csv += "seed,steps_to_95,reached_95,steps_to_99,reached_99,last_step,budget,final_test_acc,wall_seconds,run_dir,"
+              "build\n";
   std::map<std::string, std::size_t> builds;  // commit -> finished runs
   std::string curves_csv = "cell,step,runs,test_acc_median,test_acc_q25,test_acc_q75,train_acc_median,"
                            "train_acc_q25,train_acc_q75\n";
@@ -186,9 +188,10 @@ std::string write_sweep_report(const SweepSpec& spec, const std::vector<SweepRun
       c.longest = std::max(c.longest, static_cast<double>(r.last_step));
       runs_csv += csv_field(cell) + ",";
       for (const std::string& l : r.run->labels) runs_csv += csv_field(l) + ",";
-      runs_csv += fmt::format("{},{:.0f},{},{:.0f},{},{},{},{},{},{}\n", r.run->seed, r.to95.step,
+      runs_csv += fmt::format("{},{:.0f},{},{:.0f},{},{},{},{},{},{},{}\n", r.run->seed, r.to95.step,
                               r.to95.reached ? 1 : 0, r.to99.step, r.to99.reached ? 1 : 0, r.last_step,
-                              r.final_test_acc, r.wall_seconds, csv_field(r.run->run_dir), csv_field(r.build));
+                              r.run->config.max_steps, r.final_test_acc, r.wall_seconds, csv_field(r.run->run_dir),
+                              csv_field(r.build));
       ++builds[r.build];
     }
     if (!results.empty()) {

@@ -1,4 +1,4 @@
-"""experiments/seeded_mod7.py (the mod-7 sweep's analysis): budgets from the sweep file, censoring at the
+"""experiments/seeded_mod7.py (the mod-7 sweep's analysis): budgets from the report, censoring at the
 common horizon, and its p-values on a synthetic report against SciPy's permutation test of the rank sum
 on the values censored by hand."""
 
@@ -17,20 +17,8 @@ EXPERIMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..
 sys.path.insert(0, EXPERIMENTS)
 import seeded_mod7 as sm  # noqa: E402
 
-SWEEP = """name = "mod7"
-runs = "unused"
-seeds = [0, 1, 2]
-[train]
-steps = 6000
-[grid]
-layout = ["sequence", "interleaved"]
-method = [
-  { label = "grokfast-ma", method = "grokfast-ma" },
-  { label = "neuralgrok", preset = "official", steps = 3000 },
-  { label = "neuralgrok-paper-amp", preset = "official", steps = 3000 },
-]
-"""
 
+BUDGET = {"grokfast-ma": 6000, "neuralgrok": 3000, "neuralgrok-paper-amp": 3000}
 # (layout, method) -> per seed (steps to 95% or None, last step, test accuracy at the end)
 RUNS = {
     ("sequence", "grokfast-ma"): [(2587, 2587, 0.954), (2100, 2100, 0.951), (4100, 4100, 0.952)],
@@ -42,17 +30,18 @@ RUNS = {
 }
 
 
-def write_report(tmp_path):
-    (tmp_path / "sweep.toml").write_text(SWEEP)
+def write_report(tmp_path, runs=RUNS, budget=BUDGET):
     report = tmp_path / "report"
-    report.mkdir()
+    report.mkdir(parents=True)
     with open(report / "runs.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["cell", "layout", "method", "seed", "steps_to_95", "reached_95", "last_step", "final_test_acc"])
-        for (layout, method), seeds in RUNS.items():
+        w.writerow(["cell", "layout", "method", "seed", "steps_to_95", "reached_95", "last_step", "budget",
+                    "final_test_acc"])
+        for (layout, method), seeds in runs.items():
             for seed, (steps, last, acc) in enumerate(seeds):
                 w.writerow([f"{layout}/{method}", layout, method, seed, steps if steps else last,
-                            int(steps is not None), last, acc])
+                            int(steps is not None), last, budget[method] if isinstance(budget, dict) else budget[seed],
+                            acc])
     return report
 
 
@@ -68,10 +57,17 @@ def scipy_rank_sum_p(x, y):
                                         alternative="greater", vectorized=False).pvalue
 
 
-def test_budgets_come_from_the_sweep_file(tmp_path):
-    (tmp_path / "sweep.toml").write_text(SWEEP)
-    assert sm.budgets(tmp_path / "sweep.toml") == {"grokfast-ma": 6000, "neuralgrok": 3000,
-                                                   "neuralgrok-paper-amp": 3000}
+def test_budgets_come_from_the_report(tmp_path):
+    assert sm.budgets(sm.read_runs(write_report(tmp_path))) == BUDGET
+    # Runs of one method with different budgets cannot share a censoring point: an error names them.
+    mixed = {("sequence", "neuralgrok"): [(None, 3000, 0.2), (None, 4000, 0.2)]}
+    with pytest.raises(ValueError, match="neuralgrok: runs with budgets 3000 and 4000"):
+        sm.budgets(sm.read_runs(write_report(tmp_path / "mixed", mixed, [3000, 4000])))
+    # A report written before runs.csv had budgets is refused with what to do.
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "runs.csv").write_text("cell,layout,method,seed,steps_to_95,reached_95,last_step\n")
+    with pytest.raises(ValueError, match="no budget column"):
+        sm.read_runs(tmp_path / "old")
 
 
 def test_censoring_at_the_horizon():
@@ -88,8 +84,8 @@ def test_censoring_at_the_horizon():
 def test_report_p_values_match_scipy_on_hand_censored_values(tmp_path):
     report = write_report(tmp_path)
     out = tmp_path / "mod7.md"
-    subprocess.run([sys.executable, os.path.join(EXPERIMENTS, "seeded_mod7.py"), "--sweep",
-                    str(tmp_path / "sweep.toml"), "--report", str(report), "--markdown", str(out)], check=True)
+    subprocess.run([sys.executable, os.path.join(EXPERIMENTS, "seeded_mod7.py"), "--report", str(report),
+                    "--markdown", str(out)], check=True)
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in out.read_text().splitlines()
             if line.startswith("| paper:") or line.startswith("| token order,")}
 
