@@ -8,7 +8,9 @@ written by `tapegrok sweep report`), prints each cell's spread and tests two que
    stopped at 3000. Both sides are therefore censored at the common horizon (the smaller budget): a run
    that had not reached 95% by then ranks after every run that had. With one shared horizon the order of
    every pair is known and the exact permutation test of seeded_table1.py applies unchanged.
-2. Whether the token order matters (ours, operands first, against the official code's, operators between
+2. Memorisation: the gap between train and test accuracy at that common horizon (each run's last
+   evaluation at or before it), NeuralGrok against Grokfast-MA.
+3. Whether the token order matters (ours, operands first, against the official code's, operators between
    operands): for Grokfast-MA on steps to 95% (both orders share the 6000-step budget); for the NeuralGrok
    variants, which do not reach 95%, on test accuracy at their last step (3000).
 
@@ -21,6 +23,7 @@ usage: seeded_mod7.py [--report experiments/results/table1-mod7-seeds/report] [-
 
 import argparse
 import csv
+import json
 import math
 import os
 import sys
@@ -51,6 +54,7 @@ def read_runs(report):
                 "last_step": int(row["last_step"]),
                 "budget": int(row["budget"]),
                 "test_acc": float(row["final_test_acc"]),
+                "run_dir": row["run_dir"],
             })
     return runs
 
@@ -63,6 +67,20 @@ def budgets(runs):
             if out.setdefault(method, r["budget"]) != r["budget"]:
                 raise ValueError(f"{method}: runs with budgets {out[method]} and {r['budget']}")
     return out
+
+
+def accuracies_at(run, horizon):
+    """(train, test) accuracy of the run's last evaluation at or before the horizon, from its metrics.jsonl."""
+    path = os.path.join(run["run_dir"], "metrics.jsonl")
+    last = None
+    with open(path) as f:
+        for line in f:
+            record = json.loads(line)
+            if "test_acc" in record and record["step"] <= horizon:
+                last = (record["train_acc"], record["test_acc"])
+    if last is None:
+        raise ValueError(f"{path}: no evaluation at or before step {horizon}")
+    return last
 
 
 def censored_at(runs, horizon):
@@ -118,10 +136,13 @@ def main():
     budget = budgets(runs)
     paper = PAPER["a*c+b*d-e"]
 
+    horizon = min(budget[m] for m in METHODS if m in budget)
+    at = {(lay, m): [accuracies_at(r, horizon) for r in cell] for (lay, m), cell in runs.items()}
     lines = ["Steps to 95% test accuracy over the seeds: median [25th, 75th percentile] (seeds that reached "
-             "95% / seeds run); test accuracy at the last step: median [lowest, highest]. Chance is 14.3%.",
-             "", "| token order | method | budget | steps to 95% | test accuracy at the end | paper |",
-             "|---|---|---|---|---|---|"]
+             "95% / seeds run); test accuracy at the last step, and train / test accuracy at step "
+             f"{horizon} (the last evaluation at or before it): medians [lowest, highest]. Chance is 14.3%.",
+             "", f"| token order | method | budget | steps to 95% | test accuracy at the end | train / test at "
+             f"{horizon} | paper |", "|---|---|---|---|---|---|---|"]
     for layout in LAYOUTS:
         for m in METHODS:
             cell = runs.get((layout, m))
@@ -130,11 +151,12 @@ def main():
             acc = sorted(r["test_acc"] for r in cell)
             steps = [r["steps_to_95"] for r in cell]
             reference = paper.get("neuralgrok" if m in NEURALGROK else m)
+            train_h, test_h = [a[0] for a in at[(layout, m)]], [a[1] for a in at[(layout, m)]]
             lines.append(f"| {layout} | {m} | {budget[m]} | {steps_text(steps, budget[m])} | "
                          f"{percent(median(acc))} [{percent(acc[0])}, {percent(acc[-1])}] | "
+                         f"{percent(median(train_h))} / {percent(median(test_h))} | "
                          f"{reference if reference else '—'} |")
 
-    horizon = min(budget[m] for m in METHODS)
     lines += ["", f"Tests (exact permutation test of the rank sums, two-sided; bootstrap 90% interval of the "
               f"difference of medians). The paper's ordering is tested on steps to 95% censored at step "
               f"{horizon}, the budget both methods ran:", "",
@@ -146,6 +168,13 @@ def main():
             if x and y:
                 lines.append(comparison_row(f"paper: {ng} < grokfast-ma ({name})", ng, x, "grokfast-ma", y,
                                             "steps", horizon))
+    for ng in NEURALGROK:
+        for layouts, name in [([lay], lay) for lay in LAYOUTS] + [(LAYOUTS, "both orders")]:
+            x = [tr - te for lay in layouts for tr, te in at.get((lay, ng), [])]
+            y = [tr - te for lay in layouts for tr, te in at.get((lay, "grokfast-ma"), [])]
+            if x and y:
+                lines.append(comparison_row(f"train - test accuracy at step {horizon}, {ng} vs grokfast-ma ({name})",
+                                            ng, x, "grokfast-ma", y, "%"))
     seq, inter = runs.get(("sequence", "grokfast-ma")), runs.get(("interleaved", "grokfast-ma"))
     if seq and inter:
         lines.append(comparison_row("token order, grokfast-ma (steps to 95%)", "sequence",

@@ -3,6 +3,7 @@ common horizon, and its p-values on a synthetic report against SciPy's permutati
 on the values censored by hand."""
 
 import csv
+import json
 import math
 import os
 import subprocess
@@ -30,18 +31,31 @@ RUNS = {
 }
 
 
+def gap(method, seed):
+    """The synthetic runs' train - test accuracy at step 3000: NeuralGrok memorises, Grokfast-MA does not."""
+    return (0.5 + 0.1 * seed) if method != "grokfast-ma" else 0.01 * (seed + 1)
+
+
 def write_report(tmp_path, runs=RUNS, budget=BUDGET):
     report = tmp_path / "report"
     report.mkdir(parents=True)
     with open(report / "runs.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["cell", "layout", "method", "seed", "steps_to_95", "reached_95", "last_step", "budget",
-                    "final_test_acc"])
+                    "final_test_acc", "run_dir"])
         for (layout, method), seeds in runs.items():
             for seed, (steps, last, acc) in enumerate(seeds):
+                run_dir = tmp_path / "runs" / layout / method / f"seed{seed}"
+                run_dir.mkdir(parents=True)
+                # An evaluation at or before step 3000 (the one read) and, for longer runs, one after it.
+                evaluations = [(min(last, 3000), 0.2 + gap(method, seed), 0.2)]
+                if last > 3000:
+                    evaluations.append((last, 0.99, acc))
+                (run_dir / "metrics.jsonl").write_text("".join(
+                    json.dumps({"step": st, "train_acc": tr, "test_acc": te}) + "\n" for st, tr, te in evaluations))
                 w.writerow([f"{layout}/{method}", layout, method, seed, steps if steps else last,
                             int(steps is not None), last, budget[method] if isinstance(budget, dict) else budget[seed],
-                            acc])
+                            acc, str(run_dir)])
     return report
 
 
@@ -87,7 +101,7 @@ def test_report_p_values_match_scipy_on_hand_censored_values(tmp_path):
     subprocess.run([sys.executable, os.path.join(EXPERIMENTS, "seeded_mod7.py"), "--report", str(report),
                     "--markdown", str(out)], check=True)
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in out.read_text().splitlines()
-            if line.startswith("| paper:") or line.startswith("| token order,")}
+            if line.startswith(("| paper:", "| token order,", "| train - test"))}
 
     def p_of(question):
         return float(rows[question][2])
@@ -106,6 +120,9 @@ def test_report_p_values_match_scipy_on_hand_censored_values(tmp_path):
         # Grokfast-MA's token orders share the 6000-step budget: no censoring beyond it.
         "token order, grokfast-ma (steps to 95%)": ([2587, 2100, 4100], [5278, 2900, inf]),
         "token order, neuralgrok (test accuracy at the end)": ([0.235, 0.26, 0.22], [0.302, 0.28, 0.31]),
+        # Train - test accuracy at step 3000, read from each run's metrics.jsonl (later evaluations ignored).
+        "train - test accuracy at step 3000, neuralgrok vs grokfast-ma (both orders)":
+            ([gap("neuralgrok", s) for s in range(3)] * 2, [gap("grokfast-ma", s) for s in range(3)] * 2),
     }
     for question, (x, y) in expected.items():
         assert p_of(question) == pytest.approx(round(scipy_rank_sum_p(x, y), 3), abs=1e-9), question
@@ -113,3 +130,6 @@ def test_report_p_values_match_scipy_on_hand_censored_values(tmp_path):
     assert p_of("token order, neuralgrok (test accuracy at the end)") == pytest.approx(0.1)
     assert "| sequence | grokfast-ma | 6000 | 2587 [2100, 4100] (3/3) |" in out.read_text()
     assert "| interleaved | grokfast-ma | 6000 | 5278 [2900, > 6000] (2/3) |" in out.read_text()
+    # Accuracies at step 3000 come from the evaluation at or before it, not the run's last (step 5278, 6000).
+    assert "| interleaved | grokfast-ma | 6000 | 5278 [2900, > 6000] (2/3) | 95.0% [41.0%, 95.5%] | 22.0% / 20.0% |" \
+        in out.read_text()
