@@ -37,8 +37,8 @@ import sys
 import tempfile
 import time
 
-# (what the row measures, tapegrok row, PyTorch row); bench/README.md describes each.
-PAIRS = [
+# (what the row measures, tapegrok row, PyTorch row) per --sections name; bench/README.md describes each.
+TRAIN_PAIRS = [
     ("plain Adam step (PyTorch eager)", "standard Adam step", "standard Adam step (eager)"),
     ("plain Adam step (PyTorch torch.compile)", "standard Adam step", "standard Adam step (torch.compile)"),
     ("plain Adam step, tapegrok --cuda-graph (PyTorch eager)", "standard Adam step, --cuda-graph",
@@ -55,7 +55,9 @@ PAIRS = [
      "NeuralGrok step, lookahead meta (T 4, amortised)", "NeuralGrok step, official code (T 4, amortised)"),
     ("NeuralGrok step, T 4 amortised (tapegrok --cuda-graph; PyTorch official code)",
      "NeuralGrok step, lookahead (T 4), --cuda-graph", "NeuralGrok step, official code (T 4, amortised)"),
-    # --sections second-order: the same construction on both sides (reverse-over-reverse).
+]
+# The same construction on both sides (reverse-over-reverse).
+SECOND_ORDER_PAIRS = [
     ("gradient (forward + backward)", "gradient (forward + backward)", "gradient (forward + backward)"),
     ("Hessian-vector product", "Hessian-vector product", "Hessian-vector product"),
     ("hypergradient through 1 unrolled SGD step", "hypergradient through 1 unrolled SGD step",
@@ -63,6 +65,7 @@ PAIRS = [
     ("hypergradient through 4 unrolled SGD steps", "hypergradient through 4 unrolled SGD steps",
      "hypergradient through 4 unrolled SGD steps"),
 ]
+PAIRS = TRAIN_PAIRS + SECOND_ORDER_PAIRS
 TINY_FLAGS = ["--layers", "1", "--width", "32", "--batch-size", "64", "--amp-hidden", "8,8"]
 
 
@@ -248,9 +251,9 @@ def main():
         lines.append(f"WARNING: the two sides ran different sizes (PyTorch: {theirs_config}).")
     lines += ["", "| step | tapegrok ms (median [min–max]) | PyTorch ms (median [min–max]) | PyTorch / tapegrok "
               "| GEMM floor ms | tapegrok / floor |", "|---|---|---|---|---|---|"]
-    for label, ours_name, theirs_name in PAIRS:
-        if ours_name not in ours.names() and theirs_name not in theirs.names():
-            continue  # a section this comparison did not run
+    pairs = ((TRAIN_PAIRS if "train" in args.sections else [])
+             + (SECOND_ORDER_PAIRS if "second-order" in args.sections else []))
+    for label, ours_name, theirs_name in pairs:
         o_text, o = ours.cell(ours_name)
         t_text, t = theirs.cell(theirs_name)
         ratio = f"{t / o:.2f}x" if o and t else "—"

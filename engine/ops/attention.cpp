@@ -6,8 +6,6 @@
 // causal_self_attention_backward, an op whose forward is that same fused kernel and whose backward is
 // the fused second-derivative kernel (attention_double_backward). A third derivative is not provided:
 // the model's GELU has none either.
-#include <cmath>
-
 #include "engine/ops.h"
 #include "engine/ops/op_checks.h"
 
@@ -22,6 +20,18 @@ void check_attention_qkv(const char* op, const Tensor& qkv, std::int64_t n_heads
   TG_CHECK(qkv.dim() == 3 && qkv.size(2) % 3 == 0, "{}: qkv must be [B, T, 3C], got {}", op, qkv.str());
   TG_CHECK(n_heads > 0 && qkv.size(2) / 3 % n_heads == 0, "{}: width {} is not divisible into {} heads", op,
            qkv.size(2) / 3, n_heads);
+}
+
+// The fused forward on contiguous qkv [B, T, 3C]: y [B, T, C] and the probabilities [B, H, T, T].
+struct AttentionForward {
+  Tensor y, probs;
+};
+AttentionForward attention_forward(const Tensor& qc, std::int64_t n_heads) {
+  const std::int64_t b = qc.size(0), t = qc.size(1), c = qc.size(2) / 3;
+  AttentionForward f{Tensor::empty({b, t, c}, qc.dtype(), qc.device()),
+                     Tensor::empty({b, n_heads, t, t}, qc.dtype(), qc.device())};
+  if (f.y.numel() > 0) backend_of(qc).attention_forward(qc, n_heads, f.y, f.probs);
+  return f;
 }
 
 // dqkv from the fused kernel, recorded when grad mode is on. qc: qkv contiguous; probs: its saved
@@ -49,12 +59,10 @@ Tensor attention_backward_op(const Tensor& dy, const Tensor& qkv, const Tensor& 
 
 Tensor causal_self_attention(const Tensor& qkv, std::int64_t n_heads) {
   check_attention_qkv("causal_self_attention", qkv, n_heads);
-  const std::int64_t b = qkv.size(0), t = qkv.size(1), c = qkv.size(2) / 3;
   const Tensor qc = qkv.contiguous();
-  Tensor y = Tensor::empty({b, t, c}, qkv.dtype(), qkv.device());
-  Tensor probs = Tensor::empty({b, n_heads, t, t}, qkv.dtype(), qkv.device());
-  if (y.numel() > 0) backend_of(qkv).attention_forward(qc, n_heads, y, probs);
-  TensorList outputs{y};
+  const AttentionForward forward = attention_forward(qc, n_heads);
+  const Tensor probs = forward.probs;
+  TensorList outputs{forward.y};
   tape().record("causal_self_attention", {qkv}, outputs,
                 [qkv, qc, probs, n_heads](const TensorList& g, const std::vector<bool>&) {
                   return TensorList{attention_backward_op(g[0], qkv, qc, probs, n_heads)};
@@ -69,12 +77,9 @@ Tensor causal_self_attention_backward(const Tensor& dy, const Tensor& qkv, std::
   const std::int64_t b = qkv.size(0), t = qkv.size(1), c = qkv.size(2) / 3;
   TG_CHECK(dy.shape() == Shape({b, t, c}), "causal_self_attention_backward: dy {} must be [{}, {}, {}] for qkv {}",
            dy.str(), b, t, c, qkv.str());
-  // The probabilities the forward would have saved (a forward pass; y is not needed).
+  // The probabilities the forward would have saved (a forward pass; its y is not needed).
   const Tensor qc = qkv.contiguous();
-  Tensor y = Tensor::empty({b, t, c}, qkv.dtype(), qkv.device());
-  Tensor probs = Tensor::empty({b, n_heads, t, t}, qkv.dtype(), qkv.device());
-  if (y.numel() > 0) backend_of(qkv).attention_forward(qc, n_heads, y, probs);
-  return attention_backward_op(dy, qkv, qc, probs, n_heads);
+  return attention_backward_op(dy, qkv, qc, attention_forward(qc, n_heads).probs, n_heads);
 }
 
 }  // namespace tg
