@@ -156,6 +156,12 @@ class Backend {
   virtual void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma,
                                   const Tensor& mean, const Tensor& rstd, const Tensor& dsum, const Tensor& dx,
                                   const Tensor& dgamma, const Tensor& dbeta) = 0;
+  // Second order: gdx [rows, C], gdgamma, gdbeta [C], gradients of layernorm_backward's outputs (without
+  // dsum), taken back to its inputs: ddy, dx [rows, C] and dgamma [C] (all overwritten).
+  virtual void layernorm_double_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma,
+                                         const Tensor& mean, const Tensor& rstd, const Tensor& gdx,
+                                         const Tensor& gdgamma, const Tensor& gdbeta, const Tensor& ddy,
+                                         const Tensor& dx, const Tensor& dgamma) = 0;
 
   // qkv: [B, T, 3C] (q | k | v along the last dim, each C = H * D split into heads);
   // y: [B, T, C]; probs: [B, H, T, T] causal softmax(q k^T / sqrt(D)), saved for backward.

@@ -95,6 +95,13 @@ struct AddLayerNorm {
 };
 AddLayerNorm add_layernorm(const Tensor& x, const Tensor& residual, const Tensor& gamma, const Tensor& beta,
                            double eps = 1e-5, bool sum_is_used = true);
+// LayerNorm's gradients as an op of its own, for gradients of gradients: dx (x's shape), dgamma and
+// dbeta ([C]) for the gradient dy of layernorm(x, gamma, beta, eps). Its derivatives are LayerNorm's
+// second (one fused kernel); a third derivative is not provided.
+struct LayerNormGrads {
+  Tensor dx, dgamma, dbeta;
+};
+LayerNormGrads layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, double eps = 1e-5);
 // qkv: [B, T, 3C] -> [B, T, C]: causal multi-head attention, heads of size C / n_heads, scale 1/sqrt(D).
 Tensor causal_self_attention(const Tensor& qkv, std::int64_t n_heads);
 // dy: [B, T, C], qkv: [B, T, 3C] -> dqkv [B, T, 3C]: causal_self_attention's gradient as an op (its

@@ -12,8 +12,8 @@
 //             and the gradient is itself differentiable: this is how second order works
 //             (reverse-over-reverse: the recorded backward is replayed backward again).
 //   fused ops whose backward is a fused kernel expose that kernel as an op too (softmax_backward,
-//             causal_self_attention_backward, ...); that op's own backward is the op's second-order rule,
-//             or a loud error naming it. (layernorm instead records its backward as elementary ops.)
+//             causal_self_attention_backward, layernorm_backward, ...); that op's own backward is the
+//             op's second-order rule, or a loud error naming it.
 //
 // Tapes and truncation: the tape is cleared once per training step (clear()). Tensors recorded before
 // a clear become constants for later recordings; only leaf parameters carry over.

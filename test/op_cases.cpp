@@ -145,6 +145,17 @@ std::vector<OpCase> build() {
       "add_layernorm, sum not an output",
       [](Rng& r) { return TensorList{random(r, {3, 5}, DType::f64, -2, 2), random(r, {3, 5}), random(r, {5}), random(r, {5})}; },
       [](const TensorList& x) { return add_layernorm(x[0], x[1], x[2], x[3], 1e-5, false).normed; });
+  // LayerNorm's recorded backward: its derivatives are LayerNorm's second (the fused
+  // layernorm_double_backward kernel); a third is not provided. dgamma (squared, so that its gradient
+  // is not a multiple of dbeta's) and dbeta broadcast onto dx, so that one output carries all three.
+  add_case(
+      "layernorm_backward",
+      [](Rng& r) { return TensorList{random(r, {2, 3, 6}), random(r, {2, 3, 6}, DType::f64, -2, 2), random(r, {6})}; },
+      [](const TensorList& x) {
+        const LayerNormGrads d = layernorm_backward(x[0], x[1], x[2]);
+        return add(add(d.dx, mul(d.dgamma, d.dgamma)), scale(d.dbeta, 0.5));
+      },
+      {}, "layernorm_backward");
   add_case("bias_gelu", [](Rng& r) { return TensorList{random(r, {2, 3, 5}, DType::f64, -3, 3), random(r, {5})}; },
            [](const TensorList& x) { return bias_gelu(x[0], x[1]); });
   add_case(

@@ -94,6 +94,13 @@ TEST_CASE("GPU kernels at model sizes match the CPU", "[cuda][ops]") {
       {"layernorm [2560,128]",
        [](Rng& r) { return TensorList{random(r, {512, 5, 128}), random(r, {128}), random(r, {128})}; },
        [](const TensorList& x) { return layernorm(x[0], x[1], x[2]); }},
+      // LayerNorm's recorded backward, whose gradients are LayerNorm's second derivatives.
+      {"layernorm backward [2560,128]",
+       [](Rng& r) { return TensorList{random(r, {512, 5, 128}), random(r, {512, 5, 128}), random(r, {128})}; },
+       [](const TensorList& x) {
+         const LayerNormGrads d = layernorm_backward(x[0], x[1], x[2]);
+         return add(add(d.dx, mul(d.dgamma, d.dgamma)), scale(d.dbeta, 0.5));
+       }},
       {"attention [512,5,384] 4 heads", [](Rng& r) { return TensorList{random(r, {512, 5, 384})}; },
        [](const TensorList& x) { return causal_self_attention(x[0], 4); }},
       {"attention [4,64,384] 4 heads", [](Rng& r) { return TensorList{random(r, {4, 64, 384})}; },

@@ -3,9 +3,10 @@
 // in front of it: the forward writes h = x + residual and normalises it in the same pass, and the
 // backward adds the gradient h receives from its other uses into dx in the same kernel.
 //
-// Second order: when the backward pass is itself recorded (create_graph), the backward rule computes
-// the same gradients from differentiable primitives instead of the fused kernel, recomputing the
-// statistics from x, so every derivative of every order flows through the tape.
+// Second order: when the backward pass is itself recorded (create_graph), the backward rule records
+// layernorm_backward, an op whose forward is that same fused kernel and whose backward is the fused
+// second-derivative kernel (layernorm_double_backward), using the statistics the forward saved. A third
+// derivative is not provided: the model's GELU and attention have none either.
 #include "engine/ops.h"
 #include "engine/ops/op_checks.h"
 
@@ -35,19 +36,27 @@ TensorList layernorm_backward_fused(const Tensor& dy, const Tensor& x, const Ten
   return {dx, dgamma, dbeta};
 }
 
-// The same gradients from recorded primitives (differentiable to any order). With xhat = (x - mean) * rstd
-// and g = dy * gamma:  dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),
-// dgamma = sum over rows of dy * xhat,  dbeta = sum over rows of dy.
-TensorList layernorm_backward_composite(const Tensor& dy, const Tensor& x, const Tensor& gamma, double eps) {
-  const Tensor centered = sub(x, mean(x, -1, true));
-  const Tensor variance = mean(square(centered), -1, true);
-  const Tensor one = Tensor::full({}, 1.0, x.dtype(), x.device());
-  const Tensor rstd = div(one, sqrt(add_scalar(variance, eps)));
-  const Tensor xhat = mul(centered, rstd);
-  const Tensor g = mul(dy, gamma);
-  const Tensor dx = mul(rstd, sub(sub(g, mean(g, -1, true)), mul(xhat, mean(mul(g, xhat), -1, true))));
-  const Shape c{x.size(-1)};
-  return {dx, sum_to(mul(dy, xhat), c), sum_to(dy, c)};
+// (dx, dgamma, dbeta) from the fused kernel, recorded when grad mode is on. x, gamma: the tensors the
+// tape knows; xc, gc: them contiguous; mean, rstd: x's saved statistics.
+LayerNormGrads layernorm_backward_op(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& xc,
+                                     const Tensor& gc, const Tensor& mean, const Tensor& rstd) {
+  TensorList outputs = layernorm_backward_fused(dy, xc, gc, mean, rstd);
+  const Tensor dyc = dy.contiguous();
+  tape().record("layernorm_backward", {dy, x, gamma}, outputs,
+                [dyc, xc, gc, mean, rstd](const TensorList& g, const std::vector<bool>&) {
+                  if (grad_mode_enabled()) return no_backward_rule("layernorm_backward")(g, {});
+                  const std::int64_t c = xc.size(-1), rows = xc.numel() / c;
+                  Tensor ddy = Tensor::empty(xc.shape(), xc.dtype(), xc.device());
+                  Tensor dx = Tensor::empty(xc.shape(), xc.dtype(), xc.device());
+                  Tensor dgamma = Tensor::empty({c}, xc.dtype(), xc.device());
+                  const Tensor gdx = g[0].contiguous();
+                  auto rows_of = [&](const Tensor& t) { return t.as_strided({rows, c}, {c, 1}, t.offset()); };
+                  backend_of(xc).layernorm_double_backward(rows_of(dyc), rows_of(xc), gc, mean, rstd, rows_of(gdx),
+                                                           g[1].contiguous(), g[2].contiguous(), rows_of(ddy),
+                                                           rows_of(dx), dgamma);
+                  return TensorList{ddy, dx, dgamma};
+                });
+  return LayerNormGrads{outputs[0], outputs[1], outputs[2]};
 }
 
 void check_layernorm_args(const char* op, const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps) {
@@ -79,8 +88,11 @@ Tensor layernorm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doubl
   }
   TensorList outputs{y};
   tape().record("layernorm", {x, gamma, beta}, outputs,
-                [x, gamma, xc, gc, mean, rstd, eps](const TensorList& g, const std::vector<bool>&) {
-                  if (grad_mode_enabled()) return layernorm_backward_composite(g[0], x, gamma, eps);
+                [x, gamma, xc, gc, mean, rstd](const TensorList& g, const std::vector<bool>&) {
+                  if (grad_mode_enabled()) {
+                    const LayerNormGrads d = layernorm_backward_op(g[0], x, gamma, xc, gc, mean, rstd);
+                    return TensorList{d.dx, d.dgamma, d.dbeta};
+                  }
                   return layernorm_backward_fused(g[0], xc, gc, mean, rstd);
                 });
   return outputs[0];
@@ -111,18 +123,46 @@ AddLayerNorm add_layernorm(const Tensor& x, const Tensor& residual, const Tensor
   // and both summands of h receive it unchanged.
   TensorList outputs = sum_is_used ? TensorList{h, y} : TensorList{y};
   tape().record("add_layernorm", {x, residual, gamma, beta}, outputs,
-                [x, residual, h, gamma, gc, mean, rstd, eps, sum_is_used](const TensorList& g, const std::vector<bool>&) {
+                [x, residual, h, gamma, gc, mean, rstd, sum_is_used](const TensorList& g, const std::vector<bool>&) {
                   const Tensor& dy = g.back();
                   const Tensor dsum = sum_is_used ? g[0] : Tensor();
-                  // Recorded (second order): the composite derivative must see h as a function of x and
-                  // the residual — the op's output when it is one, else the sum recorded anew.
-                  TensorList ln = grad_mode_enabled()
-                                      ? layernorm_backward_composite(dy, sum_is_used ? h : add(x, residual), gamma, eps)
-                                      : layernorm_backward_fused(dy, h, gc, mean, rstd, dsum);
-                  const Tensor dh = grad_mode_enabled() && dsum.defined() ? add(dsum, ln[0]) : ln[0];
-                  return TensorList{dh, dh, ln[1], ln[2]};
+                  if (!grad_mode_enabled()) {
+                    const TensorList ln = layernorm_backward_fused(dy, h, gc, mean, rstd, dsum);
+                    return TensorList{ln[0], ln[0], ln[1], ln[2]};
+                  }
+                  // Recorded (second order): layernorm_backward must see h as a function of x and the
+                  // residual — the op's output when it is one, else the sum recorded anew (the same
+                  // values, so the saved statistics hold).
+                  const LayerNormGrads d =
+                      layernorm_backward_op(dy, sum_is_used ? h : add(x, residual), gamma, h, gc, mean, rstd);
+                  const Tensor dh = dsum.defined() ? add(dsum, d.dx) : d.dx;
+                  return TensorList{dh, dh, d.dgamma, d.dbeta};
                 });
   return sum_is_used ? AddLayerNorm{outputs[0], outputs[1]} : AddLayerNorm{h.detach(), outputs[0]};
+}
+
+LayerNormGrads layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, double eps) {
+  const char* op = "layernorm_backward";
+  check_floating(op, dy, "dy");
+  check_floating(op, x, "x");
+  check_floating(op, gamma, "gamma");
+  check_same(op, {{&dy, "dy"}, {&x, "x"}, {&gamma, "gamma"}});
+  TG_CHECK(x.dim() >= 1 && x.size(-1) > 0, "{}: x {} needs a non-empty last dimension", op, x.str());
+  TG_CHECK(dy.shape() == x.shape(), "{}: dy {} must have the shape of x {}", op, dy.str(), x.str());
+  const std::int64_t c = x.size(-1), rows = x.numel() / c;
+  TG_CHECK(gamma.shape() == Shape{c}, "{}: gamma {} must be [{}] to match x {}", op, gamma.str(), c, x.str());
+  TG_CHECK(eps > 0.0, "{}: eps must be positive, got {}", op, eps);
+  // The statistics the forward would have saved (a forward pass; its y is not needed).
+  const Tensor xc = x.contiguous(), gc = gamma.contiguous();
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor mean = Tensor::empty({rows}, x.dtype(), x.device());
+  Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());
+  if (rows > 0) {
+    backend_of(x).layernorm_forward(xc.as_strided({rows, c}, {c, 1}, xc.offset()), gc,
+                                    Tensor::zeros({c}, x.dtype(), x.device()), eps,
+                                    y.as_strided({rows, c}, {c, 1}, 0), mean, rstd);
+  }
+  return layernorm_backward_op(dy, x, gamma, xc, gc, mean, rstd);
 }
 
 }  // namespace tg

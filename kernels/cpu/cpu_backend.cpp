@@ -245,6 +245,17 @@ class CpuBackend final : public Backend {
     });
   }
 
+  void layernorm_double_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                                 const Tensor& rstd, const Tensor& gdx, const Tensor& gdgamma, const Tensor& gdbeta,
+                                 const Tensor& ddy, const Tensor& dx, const Tensor& dgamma) override {
+    dispatch_floating(x.dtype(), "layernorm_double_backward", [&](auto t) {
+      using T = decltype(t);
+      cpu::layernorm_double_backward(ptr<T>(dy), ptr<T>(x), ptr<T>(gamma), ptr<T>(mean), ptr<T>(rstd), ptr<T>(gdx),
+                                     ptr<T>(gdgamma), ptr<T>(gdbeta), ptr<T>(ddy), ptr<T>(dx), ptr<T>(dgamma),
+                                     x.size(0), x.size(1));
+    });
+  }
+
   void attention_forward(const Tensor& qkv, std::int64_t n_heads, const Tensor& y, const Tensor& probs) override {
     dispatch_floating(qkv.dtype(), "attention", [&](auto t) {
       using T = decltype(t);

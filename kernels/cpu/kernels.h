@@ -85,6 +85,11 @@ void add_layernorm_forward(const T* x, const T* residual, const T* gamma, const 
 template <class T>
 void layernorm_backward(const T* dy, const T* x, const T* gamma, const T* mean, const T* rstd, const T* dsum, T* dx,
                         T* dgamma, T* dbeta, std::int64_t rows, std::int64_t c);
+// Second order: ga [rows, C], gg, gb [C] (gradients of dx, dgamma, dbeta) -> ddy, dx2 [rows, C], dgamma2 [C]
+template <class T>
+void layernorm_double_backward(const T* dy, const T* x, const T* gamma, const T* mean, const T* rstd, const T* ga,
+                               const T* gg, const T* gb, T* ddy, T* dx2, T* dgamma2, std::int64_t rows,
+                               std::int64_t c);
 
 // ---- attention (attention.cpp) ----  qkv, dqkv: [B, T, 3C]; y, dy: [B, T, C]; probs: [B, H, T, T]
 template <class T>

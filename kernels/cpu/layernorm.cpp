@@ -55,6 +55,42 @@ void backward_row(const T* dyr, const T* xr, const T* gamma, T mean, T rstd, con
   }
 }
 
+// One row of layernorm_double_backward (formulas there), on plain pointers like backward_row so that
+// the loops vectorise. Returns the row's mean(a) and mean(a * xhat) for the dgamma2 pass.
+template <class T>
+void double_backward_row(const T* dyr, const T* xr, const T* gamma, T mean, T rstd, const T* ar, const T* gg,
+                         const T* gb, T* ddyr, T* dxr, double& a_mean, double& axhat_mean, std::int64_t c) {
+  const double m = mean, s = rstd, inv_c = 1.0 / static_cast<double>(c);
+  double sg = 0, sgx = 0, sa = 0, sax = 0, sag = 0, sbd = 0, sbdx = 0, sx = 0;
+#pragma omp simd reduction(+ : sg, sgx, sa, sax, sag, sbd, sbdx, sx)
+  for (std::int64_t i = 0; i < c; ++i) {
+    const double xhat = (xr[i] - m) * s, g = double(dyr[i]) * double(gamma[i]), a = ar[i];
+    const double bd = double(gg[i]) * double(dyr[i]);
+    sg += g;
+    sgx += g * xhat;
+    sa += a;
+    sax += a * xhat;
+    sag += a * g;
+    sbd += bd;
+    sbdx += bd * xhat;
+    sx += xhat;
+  }
+  const double g_mean = sg * inv_c, gx_mean = sgx * inv_c, a_m = sa * inv_c, ax_mean = sax * inv_c;
+  const double adx_mean = s * (sag * inv_c - a_m * g_mean - ax_mean * gx_mean);  // mean(a * dx)
+  const double u = (sbdx * inv_c - 2.0 * s * ax_mean * gx_mean) + adx_mean;
+  // The row mean of rstd * (X - xhat * u), to centre dx2.
+  const double centre = s * ((sbd * inv_c - s * (a_m * gx_mean + g_mean * ax_mean)) - sx * inv_c * u);
+  for (std::int64_t i = 0; i < c; ++i) {
+    const double xhat = (xr[i] - m) * s, g = double(dyr[i]) * double(gamma[i]), a = ar[i];
+    const double q = s * (a - a_m - xhat * ax_mean);
+    ddyr[i] = static_cast<T>(double(gb[i]) + double(gg[i]) * xhat + double(gamma[i]) * q);
+    const double big_x = double(gg[i]) * double(dyr[i]) - s * (a * gx_mean + g * ax_mean);
+    dxr[i] = static_cast<T>(s * (big_x - xhat * u) - centre);
+  }
+  a_mean = a_m;
+  axhat_mean = ax_mean;
+}
+
 }  // namespace
 
 template <class T>
@@ -114,12 +150,59 @@ void layernorm_backward(const T* dy, const T* x, const T* gamma, const T* mean, 
   });
 }
 
+// Second order: ga, gg, gb ([rows, C], [C], [C]) are gradients of layernorm_backward's dx, dgamma,
+// dbeta; they are taken back to its inputs dy, x, gamma (ddy, dx2 [rows, C], dgamma2 [C], overwritten).
+// Per row, with xhat and g as above and a = ga's row:
+//   q    = rstd * (a - mean(a) - xhat * mean(a * xhat))                 (the gradient reaching g)
+//   ddy  = gb + gg * xhat + gamma * q
+//   X    = gg * dy - rstd * (a * mean(g * xhat) + g * mean(a * xhat))  (the gradient reaching xhat)
+//   u    = mean(X * xhat) + mean(a * dx)                                (xhat's and dx's pull on rstd)
+//   dx2  = rstd * (X - xhat * u), centred (minus its row mean)
+//   dgamma2 = sum over rows of q * dy.
+// Every row mean comes from one pass of sums (mean(X * xhat) and mean(X) expand into them); dgamma2
+// is then summed by columns as in layernorm_backward, from each row's mean(a) and mean(a * xhat).
+template <class T>
+void layernorm_double_backward(const T* dy, const T* x, const T* gamma, const T* mean, const T* rstd, const T* ga,
+                               const T* gg, const T* gb, T* ddy, T* dx2, T* dgamma2, std::int64_t rows,
+                               std::int64_t c) {
+  std::vector<double> a_mean(static_cast<std::size_t>(rows)), axhat_mean(a_mean.size());
+  parallel_for(rows, grain_for(24 * c), [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const auto k = static_cast<std::size_t>(r);
+      double_backward_row(dy + r * c, x + r * c, gamma, mean[r], rstd[r], ga + r * c, gg, gb, ddy + r * c, dx2 + r * c,
+                          a_mean[k], axhat_mean[k], c);
+    }
+  });
+  constexpr std::int64_t kColumns = 32;
+  parallel_for((c + kColumns - 1) / kColumns, grain_for(6 * rows * kColumns), [&](std::int64_t k0, std::int64_t k1) {
+    double acc[kColumns];
+    for (std::int64_t k = k0; k < k1; ++k) {
+      const std::int64_t i0 = k * kColumns, width = std::min(kColumns, c - i0);
+      std::fill(acc, acc + width, 0.0);
+      for (std::int64_t r = 0; r < rows; ++r) {
+        const T* dyr = dy + r * c + i0;
+        const T* xr = x + r * c + i0;
+        const T* ar = ga + r * c + i0;
+        const double m = mean[r], s = rstd[r];
+        const double a_m = a_mean[static_cast<std::size_t>(r)], ax_mean = axhat_mean[static_cast<std::size_t>(r)];
+        for (std::int64_t i = 0; i < width; ++i) {
+          const double xhat = (xr[i] - m) * s;
+          acc[i] += s * (double(ar[i]) - a_m - xhat * ax_mean) * double(dyr[i]);
+        }
+      }
+      for (std::int64_t i = 0; i < width; ++i) dgamma2[i0 + i] = static_cast<T>(acc[i]);
+    }
+  });
+}
+
 #define TG_INSTANTIATE(T)                                                                                       \
   template void layernorm_forward<T>(const T*, const T*, const T*, T, T*, T*, T*, std::int64_t, std::int64_t); \
   template void add_layernorm_forward<T>(const T*, const T*, const T*, const T*, T, T*, T*, T*, T*, std::int64_t, \
                                          std::int64_t);                                                        \
   template void layernorm_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*, T*, T*, T*,   \
-                                      std::int64_t, std::int64_t);
+                                      std::int64_t, std::int64_t);                                              \
+  template void layernorm_double_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*, const T*, \
+                                             const T*, T*, T*, T*, std::int64_t, std::int64_t);
 TG_INSTANTIATE(float)
 TG_INSTANTIATE(double)
 #undef TG_INSTANTIATE

@@ -589,6 +589,24 @@ class CudaBackend final : public Backend, public GpuContext {
                  "layernorm_backward", args);
   }
 
+  void layernorm_double_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                                 const Tensor& rstd, const Tensor& gdx, const Tensor& gdgamma, const Tensor& gdbeta,
+                                 const Tensor& ddy, const Tensor& dx, const Tensor& dgamma) override {
+    const Args args = {{"dy", dy},   {"x", x},     {"gamma", gamma},     {"mean", mean},
+                       {"rstd", rstd}, {"gdx", gdx}, {"gdgamma", gdgamma}, {"gdbeta", gdbeta},
+                       {"ddy", ddy},   {"dx", dx},   {"dgamma", dgamma}};
+    prepare("layernorm_double_backward", args);
+    const std::int64_t rows = x.size(0), c = x.size(1);
+    const std::size_t bytes = layernorm_double_backward_workspace_bytes(rows, c);
+    Scratch scratch(allocator_, bytes, "layernorm_double_backward");
+    check_kernel(launch_layernorm_double_backward(
+                     ptr<const float>(dy), ptr<const float>(x), ptr<const float>(gamma), ptr<const float>(mean),
+                     ptr<const float>(rstd), ptr<const float>(gdx), ptr<const float>(gdgamma),
+                     ptr<const float>(gdbeta), ptr<float>(ddy), ptr<float>(dx), ptr<float>(dgamma), rows, c,
+                     scratch.get(), bytes, stream_),
+                 "layernorm_double_backward", args);
+  }
+
   void attention_forward(const Tensor& qkv, std::int64_t n_heads, const Tensor& y, const Tensor& probs) override {
     const Args args = {{"qkv", qkv}, {"y", y}, {"probs", probs}};
     prepare("attention_forward", args);

@@ -154,6 +154,13 @@ cudaError_t launch_layernorm_backward(const float* dy, const float* x, const flo
                                       const float* rstd, const float* dsum, float* dx, float* dgamma, float* dbeta,
                                       std::int64_t rows, std::int64_t c, void* workspace, std::size_t workspace_bytes,
                                       cudaStream_t stream);
+// Second order: ga [rows, c], gg, gb [c] (gradients of dx, dgamma, dbeta) -> ddy, dx2 [rows, c], dgamma2 [c].
+std::size_t layernorm_double_backward_workspace_bytes(std::int64_t rows, std::int64_t c);
+cudaError_t launch_layernorm_double_backward(const float* dy, const float* x, const float* gamma, const float* mean,
+                                             const float* rstd, const float* ga, const float* gg, const float* gb,
+                                             float* ddy, float* dx2, float* dgamma2, std::int64_t rows,
+                                             std::int64_t c, void* workspace, std::size_t workspace_bytes,
+                                             cudaStream_t stream);
 
 // ---------------------------------------------------------------- attention.cu
 // qkv: [B, T, 3C]; y: [B, T, C]; probs: [B, H, T, T]. limits: from configure_kernels (they decide

@@ -9,6 +9,8 @@
 // cut into `chunks` fixed ranges; block (column tile of 32, chunk) sums its range per column
 // (threadIdx.y takes every 8th row, then a fixed shared-memory tree) into partials [chunks, C].
 // Stage 2: one thread per column adds the chunk partials in chunk order.
+// Second order (layernorm_double_backward): the same shapes of work, one warp per row for ddy and dx,
+// then the two-stage column reduction for dgamma from per-row statistics the row kernel leaves.
 #include "kernels/cuda/common.cuh"
 
 namespace tg::cuda {
@@ -144,6 +146,95 @@ __global__ void layernorm_param_finish_kernel(const double* part_dgamma, const d
   }
 }
 
+// Second order, one warp per row: ga (a gradient of dx) with gg, gb (of dgamma, dbeta) -> ddy, dx2 (the
+// formulas are those of the CPU's layernorm_double_backward). Also leaves each row's mean(a) and
+// mean(a * xhat) in a_mean, axhat_mean for the dgamma2 reduction. dy, x, ga, ddy, dx2: [rows, c].
+__global__ void __launch_bounds__(kThreads)
+    layernorm_double_backward_rows_kernel(const float* dy, const float* x, const float* gamma, const float* mean,
+                                          const float* rstd, const float* ga, const float* gg, const float* gb,
+                                          float* ddy, float* dx2, double* a_mean, double* axhat_mean,
+                                          std::int64_t rows, std::int64_t c) {
+  const int lane = threadIdx.x % kWarp;
+  const double inv_c = 1.0 / static_cast<double>(c);
+  for (std::int64_t row = blockIdx.x * std::int64_t(kRowsPerBlock) + threadIdx.x / kWarp; row < rows;
+       row += std::int64_t(gridDim.x) * kRowsPerBlock) {
+    const float* dyr = dy + row * c;
+    const float* xr = x + row * c;
+    const float* ar = ga + row * c;
+    const double m = mean[row], s = rstd[row];
+    double sg = 0, sgx = 0, sa = 0, sax = 0, sag = 0, sbd = 0, sbdx = 0, sx = 0;
+    for (std::int64_t i = lane; i < c; i += kWarp) {
+      const double xhat = (xr[i] - m) * s, g = double(dyr[i]) * double(gamma[i]), a = ar[i];
+      const double bd = double(gg[i]) * double(dyr[i]);
+      sg += g;
+      sgx += g * xhat;
+      sa += a;
+      sax += a * xhat;
+      sag += a * g;
+      sbd += bd;
+      sbdx += bd * xhat;
+      sx += xhat;
+    }
+    const double g_mean = warp_sum(sg) * inv_c, gx_mean = warp_sum(sgx) * inv_c;
+    const double a_m = warp_sum(sa) * inv_c, ax_mean = warp_sum(sax) * inv_c;
+    const double ag_mean = warp_sum(sag) * inv_c, bd_mean = warp_sum(sbd) * inv_c;
+    const double bdx_mean = warp_sum(sbdx) * inv_c, xhat_mean = warp_sum(sx) * inv_c;
+    const double adx_mean = s * (ag_mean - a_m * g_mean - ax_mean * gx_mean);
+    const double u = (bdx_mean - 2.0 * s * ax_mean * gx_mean) + adx_mean;
+    const double centre = s * ((bd_mean - s * (a_m * gx_mean + g_mean * ax_mean)) - xhat_mean * u);
+    for (std::int64_t i = lane; i < c; i += kWarp) {
+      const double xhat = (xr[i] - m) * s, g = double(dyr[i]) * double(gamma[i]), a = ar[i];
+      const double q = s * (a - a_m - xhat * ax_mean);
+      ddy[row * c + i] = static_cast<float>(double(gb[i]) + double(gg[i]) * xhat + double(gamma[i]) * q);
+      const double big_x = double(gg[i]) * double(dyr[i]) - s * (a * gx_mean + g * ax_mean);
+      dx2[row * c + i] = static_cast<float>(s * (big_x - xhat * u) - centre);
+    }
+    if (lane == 0) {
+      a_mean[row] = a_m;
+      axhat_mean[row] = ax_mean;
+    }
+  }
+}
+
+// Stage 1 of dgamma2 = sum over rows of rstd * (a - mean(a) - xhat * mean(a * xhat)) * dy, as
+// layernorm_param_partials_kernel: part [chunks, c]. Grid (column tiles, chunks), block (32, 8).
+__global__ void layernorm_gamma2_partials_kernel(const float* dy, const float* x, const float* mean, const float* rstd,
+                                                 const float* ga, const double* a_mean, const double* axhat_mean,
+                                                 double* part, std::int64_t rows, std::int64_t c,
+                                                 std::int64_t rows_per_chunk) {
+  __shared__ double sp[kTileRows][kTileCols];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const std::int64_t col = blockIdx.x * std::int64_t(kTileCols) + tx;
+  const std::int64_t chunk = blockIdx.y;
+  const std::int64_t r0 = chunk * rows_per_chunk;
+  const std::int64_t r1 = r0 + rows_per_chunk < rows ? r0 + rows_per_chunk : rows;
+  double acc = 0.0;
+  if (col < c) {
+    for (std::int64_t r = r0 + ty; r < r1; r += kTileRows) {
+      const double s = rstd[r];
+      const double xhat = (x[r * c + col] - double(mean[r])) * s;
+      acc += s * (double(ga[r * c + col]) - a_mean[r] - xhat * axhat_mean[r]) * double(dy[r * c + col]);
+    }
+  }
+  sp[ty][tx] = acc;
+  __syncthreads();
+  for (int k = kTileRows / 2; k > 0; k >>= 1) {
+    if (ty < k) sp[ty][tx] += sp[ty + k][tx];
+    __syncthreads();
+  }
+  if (ty == 0 && col < c) part[chunk * c + col] = sp[0][tx];
+}
+
+// Stage 2 for one output: part [chunks, c] -> out [c], summed in chunk order.
+__global__ void column_partials_finish_kernel(const double* part, float* out, std::int64_t chunks, std::int64_t c) {
+  for (std::int64_t col = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; col < c;
+       col += std::int64_t(gridDim.x) * blockDim.x) {
+    double v = 0.0;
+    for (std::int64_t k = 0; k < chunks; ++k) v += part[k * c + col];
+    out[col] = static_cast<float>(v);
+  }
+}
+
 // The fixed split of the rows for stage 1: chunks of 128 rows, at most 256 chunks.
 void chunking(std::int64_t rows, std::int64_t& rows_per_chunk, std::int64_t& chunks) {
   constexpr std::int64_t kPreferredRows = 128, kMaxChunks = 256;
@@ -199,6 +290,38 @@ cudaError_t launch_layernorm_backward(const float* dy, const float* x, const flo
   TG_RETURN_IF_LAUNCH_FAILED();
   layernorm_param_finish_kernel<<<grid_for(c, 128), 128, 0, stream>>>(part_dgamma, part_dbeta, dgamma, dbeta, chunks,
                                                                       c);
+  return cudaGetLastError();
+}
+
+// Workspace: the per-row statistics (2 x rows doubles), then the stage-1 partials (chunks x c doubles).
+std::size_t layernorm_double_backward_workspace_bytes(std::int64_t rows, std::int64_t c) {
+  std::int64_t rows_per_chunk = 0, chunks = 0;
+  chunking(rows, rows_per_chunk, chunks);
+  return static_cast<std::size_t>(2 * (rows > 0 ? rows : 0) + chunks * (c > 0 ? c : 1)) * sizeof(double);
+}
+
+cudaError_t launch_layernorm_double_backward(const float* dy, const float* x, const float* gamma, const float* mean,
+                                             const float* rstd, const float* ga, const float* gg, const float* gb,
+                                             float* ddy, float* dx2, float* dgamma2, std::int64_t rows,
+                                             std::int64_t c, void* workspace, std::size_t workspace_bytes,
+                                             cudaStream_t stream) {
+  if (c <= 0) return cudaSuccess;
+  if (workspace_bytes < layernorm_double_backward_workspace_bytes(rows, c)) return cudaErrorInvalidValue;
+  double* a_mean = static_cast<double*>(workspace);
+  double* axhat_mean = a_mean + rows;
+  double* part = axhat_mean + rows;
+  if (rows > 0) {
+    layernorm_double_backward_rows_kernel<<<grid_for(rows, kRowsPerBlock), kThreads, 0, stream>>>(
+        dy, x, gamma, mean, rstd, ga, gg, gb, ddy, dx2, a_mean, axhat_mean, rows, c);
+    TG_RETURN_IF_LAUNCH_FAILED();
+  }
+  std::int64_t rows_per_chunk = 0, chunks = 0;
+  chunking(rows, rows_per_chunk, chunks);
+  const dim3 grid(static_cast<unsigned>((c + kTileCols - 1) / kTileCols), static_cast<unsigned>(chunks));
+  layernorm_gamma2_partials_kernel<<<grid, dim3(kTileCols, kTileRows), 0, stream>>>(
+      dy, x, mean, rstd, ga, a_mean, axhat_mean, part, rows, c, rows_per_chunk);
+  TG_RETURN_IF_LAUNCH_FAILED();
+  column_partials_finish_kernel<<<grid_for(c, 128), 128, 0, stream>>>(part, dgamma2, chunks, c);
   return cudaGetLastError();
 }
 
