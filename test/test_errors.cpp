@@ -18,6 +18,11 @@ TEST_CASE("shape errors name the op and both shapes", "[errors]") {
   CHECK_THROWS_WITH(linear(a, random(rng, {6, 5})), ContainsSubstring("linear") && ContainsSubstring("[6, 5]"));
   CHECK_THROWS_WITH(layernorm(a, random(rng, {3}), random(rng, {4})),
                     ContainsSubstring("layernorm") && ContainsSubstring("gamma [3]"));
+  CHECK_THROWS_WITH(layernorm_backward(random(rng, {3, 5}), a, random(rng, {4})),
+                    ContainsSubstring("layernorm_backward") && ContainsSubstring("dy [3, 5]") &&
+                        ContainsSubstring("[3, 4]"));
+  CHECK_THROWS_WITH(layernorm_backward(a, a, random(rng, {3})),
+                    ContainsSubstring("layernorm_backward") && ContainsSubstring("gamma [3]"));
   CHECK_THROWS_WITH(causal_self_attention(random(rng, {2, 3, 10}), 2),
                     ContainsSubstring("causal_self_attention") && ContainsSubstring("[2, 3, 10]"));
   CHECK_THROWS_WITH(causal_self_attention(random(rng, {2, 3, 12}), 3),
