@@ -425,6 +425,12 @@ void run_section(Harness& h, const Sizes& z, bool large) {
           [&] { be.add_layernorm_forward(x, residual, gamma, beta, 1e-5, sum, y, mean, rstd); });
     h.row("layernorm_backward +dsum", dims({R, C}), kF * d(4 * R * C + 3 * C + 2 * R), 0, "(4*R*C + 3*C + 2*R)*4",
           [&] { be.layernorm_backward(dy, x, gamma, mean, rstd, dsum, dx, dgamma, dbeta); });
+    // Second order: bytes = (5*R*C + 4*C + 2*R)*4: dy, x, gdx in, gamma, gdgamma, gdbeta in, mean, rstd
+    // in; ddy, dx out, dgamma out.
+    Tensor gdx = h.random({R, C}), gdgamma = h.random({C}), gdbeta = h.random({C}), ddy = h.random({R, C});
+    h.row("layernorm_double_backward", dims({R, C}), kF * d(5 * R * C + 4 * C + 2 * R), 0,
+          "(5*R*C + 4*C + 2*R)*4",
+          [&] { be.layernorm_double_backward(dy, x, gamma, mean, rstd, gdx, gdgamma, gdbeta, ddy, dx, dgamma); });
   }
 
   {  // attention on qkv [B, T, 3C]. fwd bytes = (B*T*3C + B*T*C + B*H*T*T)*4: qkv in, y and probs out.
@@ -438,6 +444,11 @@ void run_section(Harness& h, const Sizes& z, bool large) {
           "(B*T*3C + B*T*C + B*H*T*T)*4", [&] { be.attention_forward(qkv, H, y, probs); });
     h.row("attention_backward", shape, kF * d(B * T * C + 2 * B * T * 3 * C + B * H * T * T), 0,
           "(B*T*C + 2*B*T*3C + B*H*T*T)*4", [&] { be.attention_backward(dy, qkv, probs, H, dqkv); });
+    // Second order: bytes = (2*B*T*C + 3*B*T*3C + B*H*T*T)*4: dy, qkv, probs, g in; gqkv, gdy out.
+    Tensor g = h.random({B, T, 3 * C}), gdy = h.random({B, T, C});
+    h.row("attention_double_backward", shape, kF * d(2 * B * T * C + 3 * B * T * 3 * C + B * H * T * T), 0,
+          "(2*B*T*C + 3*B*T*3C + B*H*T*T)*4",
+          [&] { be.attention_double_backward(dy, qkv, probs, g, H, dqkv, gdy); });
   }
 
   {  // MLP activations on [R, 4C]. gelu bytes = 2*n*4; gelu backward bytes = 3*n*4 (x, dy in; dx out).
