@@ -289,4 +289,89 @@ const std::vector<ForwardCase>& forward_cases() {
   return cases;
 }
 
+const std::vector<OpCase>& model_size_cases() {
+  static const std::vector<OpCase> cases = {
+      {"layernorm [2560,128]",
+       [](Rng& r) { return TensorList{random(r, {512, 5, 128}), random(r, {128}), random(r, {128})}; },
+       [](const TensorList& x) { return layernorm(x[0], x[1], x[2]); }},
+      // LayerNorm's recorded backward, whose gradients are LayerNorm's second derivatives.
+      {"layernorm backward [2560,128]",
+       [](Rng& r) { return TensorList{random(r, {512, 5, 128}), random(r, {512, 5, 128}), random(r, {128})}; },
+       [](const TensorList& x) {
+         const LayerNormGrads d = layernorm_backward(x[0], x[1], x[2]);
+         return add(add(d.dx, mul(d.dgamma, d.dgamma)), scale(d.dbeta, 0.5));
+       }},
+      {"attention [512,5,384] 4 heads", [](Rng& r) { return TensorList{random(r, {512, 5, 384})}; },
+       [](const TensorList& x) { return causal_self_attention(x[0], 4); }},
+      {"attention [4,64,384] 4 heads", [](Rng& r) { return TensorList{random(r, {4, 64, 384})}; },
+       [](const TensorList& x) { return causal_self_attention(x[0], 4); }},
+      {"attention [2,100,192] 2 heads", [](Rng& r) { return TensorList{random(r, {2, 100, 192})}; },
+       [](const TensorList& x) { return causal_self_attention(x[0], 2); }},
+      // Heads of 128 and more: the long-sequence backward's key kernel runs 128 threads, not a warp multiple of d.
+      {"attention [1,100,768] 2 heads of 128", [](Rng& r) { return TensorList{random(r, {1, 100, 768})}; },
+       [](const TensorList& x) { return causal_self_attention(x[0], 2); }},
+      // Attention's recorded backward, whose gradients are attention's second derivatives.
+      {"attention backward [512,5,384] 4 heads",
+       [](Rng& r) { return TensorList{random(r, {512, 5, 128}), random(r, {512, 5, 384})}; },
+       [](const TensorList& x) { return causal_self_attention_backward(x[0], x[1], 4); }},
+      {"attention backward [2,100,192] 2 heads",
+       [](Rng& r) { return TensorList{random(r, {2, 100, 64}), random(r, {2, 100, 192})}; },
+       [](const TensorList& x) { return causal_self_attention_backward(x[0], x[1], 2); }},
+      {"cross_entropy [512,99]", [](Rng& r) { return TensorList{random(r, {512, 99}, DType::f64, -3, 3), random_ids(r, {512}, 99)}; },
+       [](const TensorList& x) { return cross_entropy(x[0], x[1]); }},
+      {"stablemax_cross_entropy [512,99]",
+       [](Rng& r) { return TensorList{random(r, {512, 99}, DType::f64, -3, 3), random_ids(r, {512}, 99)}; },
+       [](const TensorList& x) { return stablemax_cross_entropy(x[0], x[1]); }},
+      {"embedding [512,5] into [99,128]", [](Rng& r) { return TensorList{random_ids(r, {512, 5}, 99), random(r, {99, 128})}; },
+       [](const TensorList& x) { return embedding(x[0], x[1]); }},
+      {"linear [2560,128] -> 512 + gelu", [](Rng& r) { return TensorList{random(r, {512, 5, 128}), random(r, {512, 128}), random(r, {512})}; },
+       [](const TensorList& x) { return gelu(linear(x[0], x[1], x[2])); }},
+      {"add_layernorm [2560,128]",
+       [](Rng& r) {
+         return TensorList{random(r, {512, 5, 128}), random(r, {512, 5, 128}), random(r, {128}), random(r, {128})};
+       },
+       [](const TensorList& x) {
+         const AddLayerNorm o = add_layernorm(x[0], x[1], x[2], x[3]);
+         return add(scale(o.sum, 0.5), o.normed);
+       }},
+      {"linear [2560,128] -> 512 + bias_gelu", [](Rng& r) { return TensorList{random(r, {512, 5, 128}), random(r, {512, 128}), random(r, {512})}; },
+       [](const TensorList& x) { return bias_gelu(linear(x[0], x[1]), x[2]); }},
+      // reduce_dim: few long columns are split over blocks by rows (a bias gradient), or not.
+      {"sum over rows [2560,512]", [](Rng& r) { return TensorList{random(r, {2560, 512})}; },
+       [](const TensorList& x) { return sum(x[0], 0); }},
+      {"sum dim 1 of [3,1000,7]", [](Rng& r) { return TensorList{random(r, {3, 1000, 7})}; },
+       [](const TensorList& x) { return sum(x[0], 1); }},
+      {"sum last dim of [100,300]", [](Rng& r) { return TensorList{random(r, {100, 300})}; },
+       [](const TensorList& x) { return sum(x[0], 1); }},
+      {"sum dim 1 of [3,100,7]", [](Rng& r) { return TensorList{random(r, {3, 100, 7})}; },
+       [](const TensorList& x) { return sum(x[0], 1); }},
+      {"sum over 420k", [](Rng& r) { return TensorList{random(r, {420000})}; },
+       [](const TensorList& x) { return sum(x[0]); }},
+      {"l2_norm over 420k", [](Rng& r) { return TensorList{random(r, {420000})}; },
+       [](const TensorList& x) { return l2_norm(x[0]); }},
+  };
+  return cases;
+}
+
+CaseRun run_case(const OpCase& op, const TensorList& inputs_f64, Device device, DType dtype) {
+  tape().clear();
+  TensorList xs;
+  for (const Tensor& t : inputs_f64) {
+    Tensor x = is_floating(t.dtype()) ? t.to(dtype).to(device) : t.to(device);
+    if (is_floating(x.dtype())) x = x.clone().set_requires_grad(true);
+    xs.push_back(x);
+  }
+  CaseRun run;
+  run.output = op.fn(xs);
+  Rng rng(99);
+  Tensor w = random(rng, run.output.shape(), dtype).to(device);
+  TensorList wrt;
+  for (const Tensor& x : xs) {
+    if (is_floating(x.dtype())) wrt.push_back(x);
+  }
+  run.grads = grad({sum(mul(run.output, w))}, wrt);
+  tape().clear();
+  return run;
+}
+
 }  // namespace tgtest

@@ -35,4 +35,17 @@ struct ForwardCase {
 
 const std::vector<ForwardCase>& forward_cases();
 
+// The default Transformer's shapes (batch 512, sequence 5, width 128, 4 heads, vocabulary 99), and
+// attention at the longest sequence the fused short-sequence kernel serves and beyond it: float32
+// kernels of a device against the CPU in float64 at the sizes that train.
+const std::vector<OpCase>& model_size_cases();
+
+// One case on `device` in `dtype` (its float64 inputs converted): the output, and the gradients of
+// sum(output * w), w random (seed 99), with respect to every floating input.
+struct CaseRun {
+  tg::Tensor output;
+  TensorList grads;
+};
+CaseRun run_case(const OpCase& op, const TensorList& inputs_f64, tg::Device device, tg::DType dtype);
+
 }  // namespace tgtest
