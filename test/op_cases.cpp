@@ -1,5 +1,7 @@
 #include "op_cases.h"
 
+#include <catch2/catch_test_macros.hpp>
+
 #include <cctype>
 
 #include "optim/neural_amplify.h"  // an op of the methods layer, tested like the engine's
@@ -372,6 +374,24 @@ CaseRun run_case(const OpCase& op, const TensorList& inputs_f64, Device device, 
   run.grads = grad({sum(mul(run.output, w))}, wrt);
   tape().clear();
   return run;
+}
+
+void check_float32_against_float64(const OpCase& op, std::uint64_t seed, Device device, double tolerance) {
+  Rng rng(seed);
+  const TensorList inputs = op.inputs(rng);
+  const CaseRun ref = run_case(op, inputs, Device::cpu(), DType::f64);
+  const CaseRun f32 = run_case(op, inputs, device, DType::f32);
+  CHECK(f32.output.device() == device);
+  CHECK(f32.output.dtype() == DType::f32);
+  const double out_err = rel_error(f32.output, ref.output);
+  INFO(op.name << ": forward relative error " << out_err);
+  CHECK(out_err < tolerance);
+  REQUIRE(f32.grads.size() == ref.grads.size());
+  for (std::size_t k = 0; k < ref.grads.size(); ++k) {
+    const double err = rel_error(f32.grads[k], ref.grads[k]);
+    INFO(op.name << ": gradient " << k << " relative error " << err);
+    CHECK(err < tolerance);
+  }
 }
 
 }  // namespace tgtest

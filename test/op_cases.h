@@ -48,4 +48,8 @@ struct CaseRun {
 };
 CaseRun run_case(const OpCase& op, const TensorList& inputs_f64, tg::Device device, tg::DType dtype);
 
+// Catch checks that `op` in float32 on `device` matches the CPU in float64 from the same inputs
+// (op.inputs with `seed`): the output (on `device`) and every gradient within `tolerance` relative error.
+void check_float32_against_float64(const OpCase& op, std::uint64_t seed, tg::Device device, double tolerance = 1e-5);
+
 }  // namespace tgtest

@@ -25,6 +25,14 @@ double rel_error(const std::vector<double>& out, const std::vector<double>& ref)
 Tensor random(tg::Rng& rng, const Shape& shape, DType dtype = DType::f64, double low = -1.0, double high = 1.0);
 Tensor random_ids(tg::Rng& rng, const Shape& shape, std::int64_t below);
 
+// While alive, new tensors are filled with NaN, so an output a kernel forgets to write fails its check.
+struct PoisonGuard {
+  PoisonGuard() { tg::set_poison_new_tensors(true); }
+  ~PoisonGuard() { tg::set_poison_new_tensors(false); }
+  PoisonGuard(const PoisonGuard&) = delete;
+  PoisonGuard& operator=(const PoisonGuard&) = delete;
+};
+
 // A function of several tensors to one tensor, used by gradient checks.
 using Function = std::function<Tensor(const TensorList&)>;
 

@@ -120,11 +120,6 @@ Result run(const Problem& p, bool fused, Device device = Device::cpu(), DType dt
   return r;
 }
 
-struct PoisonGuard {
-  PoisonGuard() { set_poison_new_tensors(true); }
-  ~PoisonGuard() { set_poison_new_tensors(false); }
-};
-
 // Both ways to evaluate the MLP; on the GPU `automatic` picks the pieces for every MLP in these tests.
 constexpr MlpPath kPaths[] = {MlpPath::pieces, MlpPath::direct};
 const char* path_name(MlpPath path) { return path == MlpPath::pieces ? "pieces" : "direct"; }

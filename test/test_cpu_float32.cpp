@@ -10,42 +10,16 @@
 using namespace tgtest;
 using namespace tg;
 
-namespace {
-
-struct PoisonGuard {
-  PoisonGuard() { set_poison_new_tensors(true); }
-  ~PoisonGuard() { set_poison_new_tensors(false); }
-};
-
-void check_float32_against_float64(const OpCase& op, std::uint64_t seed) {
-  Rng rng(seed);
-  const TensorList inputs = op.inputs(rng);
-  const CaseRun ref = run_case(op, inputs, Device::cpu(), DType::f64);
-  const CaseRun f32 = run_case(op, inputs, Device::cpu(), DType::f32);
-  CHECK(f32.output.dtype() == DType::f32);
-  const double out_err = rel_error(f32.output, ref.output);
-  INFO(op.name << ": forward relative error " << out_err);
-  CHECK(out_err < 1e-5);
-  REQUIRE(f32.grads.size() == ref.grads.size());
-  for (std::size_t k = 0; k < ref.grads.size(); ++k) {
-    const double err = rel_error(f32.grads[k], ref.grads[k]);
-    INFO(op.name << ": gradient " << k << " relative error " << err);
-    CHECK(err < 1e-5);
-  }
-}
-
-}  // namespace
-
 TEST_CASE("every op in float32 on the CPU matches its float64 result", "[ops][float32]") {
   PoisonGuard poison;
   for (const OpCase& op : op_cases()) {
-    DYNAMIC_SECTION(op.name) { check_float32_against_float64(op, 2024); }
+    DYNAMIC_SECTION(op.name) { check_float32_against_float64(op, 2024, Device::cpu()); }
   }
 }
 
 TEST_CASE("float32 CPU kernels at model sizes match float64", "[ops][float32]") {
   PoisonGuard poison;
   for (const OpCase& op : model_size_cases()) {
-    DYNAMIC_SECTION(op.name) { check_float32_against_float64(op, 31); }
+    DYNAMIC_SECTION(op.name) { check_float32_against_float64(op, 31, Device::cpu()); }
   }
 }

@@ -13,35 +13,11 @@
 using namespace tgtest;
 using namespace tg;
 
-namespace {
-
-struct PoisonGuard {
-  PoisonGuard() { set_poison_new_tensors(true); }
-  ~PoisonGuard() { set_poison_new_tensors(false); }
-};
-
-}  // namespace
-
 TEST_CASE("every op on the GPU matches the CPU float64 result", "[cuda][ops]") {
   if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
   PoisonGuard poison;
   for (const OpCase& op : op_cases()) {
-    DYNAMIC_SECTION(op.name) {
-      Rng rng(2024);
-      const TensorList inputs = op.inputs(rng);
-      const CaseRun ref = run_case(op, inputs, Device::cpu(), DType::f64);
-      const CaseRun gpu = run_case(op, inputs, Device::cuda(0), DType::f32);
-      CHECK(gpu.output.device() == Device::cuda(0));
-      const double out_err = rel_error(gpu.output, ref.output);
-      INFO(op.name << ": forward relative error " << out_err);
-      CHECK(out_err < 1e-5);
-      REQUIRE(gpu.grads.size() == ref.grads.size());
-      for (std::size_t k = 0; k < ref.grads.size(); ++k) {
-        const double err = rel_error(gpu.grads[k], ref.grads[k]);
-        INFO(op.name << ": gradient " << k << " relative error " << err);
-        CHECK(err < 1e-5);
-      }
-    }
+    DYNAMIC_SECTION(op.name) { check_float32_against_float64(op, 2024, Device::cuda(0)); }
   }
 }
 
@@ -63,20 +39,7 @@ TEST_CASE("GPU kernels at model sizes match the CPU", "[cuda][ops]") {
   if (!cuda_is_available()) SKIP("no CUDA GPU: " + cuda_unavailable_reason());
   PoisonGuard poison;
   for (const OpCase& op : model_size_cases()) {
-    DYNAMIC_SECTION(op.name) {
-      Rng rng(31);
-      const TensorList inputs = op.inputs(rng);
-      const CaseRun ref = run_case(op, inputs, Device::cpu(), DType::f64);
-      const CaseRun gpu = run_case(op, inputs, Device::cuda(0), DType::f32);
-      const double out_err = rel_error(gpu.output, ref.output);
-      INFO(op.name << ": forward relative error " << out_err);
-      CHECK(out_err < 1e-5);
-      for (std::size_t k = 0; k < ref.grads.size(); ++k) {
-        const double err = rel_error(gpu.grads[k], ref.grads[k]);
-        INFO(op.name << ": gradient " << k << " relative error " << err);
-        CHECK(err < 1e-5);
-      }
-    }
+    DYNAMIC_SECTION(op.name) { check_float32_against_float64(op, 31, Device::cuda(0)); }
   }
 }
 
@@ -98,14 +61,7 @@ TEST_CASE("GPU kernels past their grid caps match the CPU", "[cuda][ops][long]")
        [](const TensorList& x) { return stablemax_cross_entropy(x[0], x[1]); }},
   };
   for (const OpCase& op : cases) {
-    DYNAMIC_SECTION(op.name) {
-      Rng rng(17);
-      const TensorList inputs = op.inputs(rng);
-      const CaseRun ref = run_case(op, inputs, Device::cpu(), DType::f64);
-      const CaseRun gpu = run_case(op, inputs, Device::cuda(0), DType::f32);
-      CHECK(rel_error(gpu.output, ref.output) < 1e-5);
-      for (std::size_t k = 0; k < ref.grads.size(); ++k) CHECK(rel_error(gpu.grads[k], ref.grads[k]) < 1e-5);
-    }
+    DYNAMIC_SECTION(op.name) { check_float32_against_float64(op, 17, Device::cuda(0)); }
   }
 }
 

@@ -91,6 +91,10 @@ std::size_t reduce_dim_workspace_bytes(std::int64_t outer, std::int64_t reduce, 
 cudaError_t launch_reduce_dim(ReduceCode op, const float* x, float* out, std::int64_t outer, std::int64_t reduce,
                               std::int64_t inner, void* workspace, std::size_t workspace_bytes,
                               cudaStream_t stream);
+// Stage 2 of a deterministic split column sum: partials [chunks, size] -> out [size], each entry the
+// sum of its column in chunk order (reduce_dim's split path and LayerNorm's parameter gradients).
+cudaError_t launch_sum_chunk_partials(const double* partials, float* out, std::int64_t chunks, std::int64_t size,
+                                      cudaStream_t stream);
 // x: [n] -> out: [1] (CUB DeviceReduce, double accumulator). Scratch of reduce_all_workspace_bytes(n).
 std::size_t reduce_all_workspace_bytes(std::int64_t n);
 cudaError_t launch_reduce_all(ReduceCode op, const float* x, float* out, std::int64_t n, void* workspace,

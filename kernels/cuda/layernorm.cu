@@ -8,7 +8,8 @@
 // dgamma, dbeta: a deterministic two-stage reduction over rows, no atomics. Stage 1: the rows are
 // cut into `chunks` fixed ranges; block (column tile of 32, chunk) sums its range per column
 // (threadIdx.y takes every 8th row, then a fixed shared-memory tree) into partials [chunks, C].
-// Stage 2: one thread per column adds the chunk partials in chunk order.
+// Stage 2: one thread per column adds the chunk partials in chunk order (reduce.cu's
+// launch_sum_chunk_partials).
 // Second order (layernorm_double_backward): the same shapes of work, one warp per row for ddy and dx,
 // then the two-stage column reduction for dgamma from per-row statistics the row kernel leaves.
 #include "kernels/cuda/common.cuh"
@@ -94,6 +95,20 @@ __global__ void layernorm_backward_dx_kernel(const float* dy, const float* x, co
   }
 }
 
+// Sums v over the kTileRows row lanes of each column of a stage-1 block by a fixed tree (the same
+// bits every run); every thread gets its column's sum. Every thread of the block calls it, each call
+// with its own `tile`, so no barrier is needed before the first store.
+__device__ double column_tile_sum(double v, double (&tile)[kTileRows][kTileCols]) {
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  tile[ty][tx] = v;
+  __syncthreads();
+  for (int s = kTileRows / 2; s > 0; s >>= 1) {
+    if (ty < s) tile[ty][tx] += tile[ty + s][tx];
+    __syncthreads();
+  }
+  return tile[0][tx];
+}
+
 // Stage 1. dy, x: [rows, c]; mean, rstd: [rows] -> part_dgamma, part_dbeta: [chunks, c], chunk k
 // covering rows [k * rows_per_chunk, min(rows, (k + 1) * rows_per_chunk)). Grid (column tiles, chunks).
 __global__ void layernorm_param_partials_kernel(const float* dy, const float* x, const float* mean, const float* rstd,
@@ -115,34 +130,11 @@ __global__ void layernorm_param_partials_kernel(const float* dy, const float* x,
       db += d;
     }
   }
-  sg[ty][tx] = dg;
-  sb[ty][tx] = db;
-  __syncthreads();
-  for (int s = kTileRows / 2; s > 0; s >>= 1) {
-    if (ty < s) {
-      sg[ty][tx] += sg[ty + s][tx];
-      sb[ty][tx] += sb[ty + s][tx];
-    }
-    __syncthreads();
-  }
+  dg = column_tile_sum(dg, sg);
+  db = column_tile_sum(db, sb);
   if (ty == 0 && col < c) {
-    part_dgamma[chunk * c + col] = sg[0][tx];
-    part_dbeta[chunk * c + col] = sb[0][tx];
-  }
-}
-
-// Stage 2. part_dgamma, part_dbeta: [chunks, c] -> dgamma, dbeta: [c], summed in chunk order.
-__global__ void layernorm_param_finish_kernel(const double* part_dgamma, const double* part_dbeta, float* dgamma,
-                                              float* dbeta, std::int64_t chunks, std::int64_t c) {
-  for (std::int64_t col = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; col < c;
-       col += std::int64_t(gridDim.x) * blockDim.x) {
-    double g = 0.0, b = 0.0;
-    for (std::int64_t k = 0; k < chunks; ++k) {
-      g += part_dgamma[k * c + col];
-      b += part_dbeta[k * c + col];
-    }
-    dgamma[col] = static_cast<float>(g);
-    dbeta[col] = static_cast<float>(b);
+    part_dgamma[chunk * c + col] = dg;
+    part_dbeta[chunk * c + col] = db;
   }
 }
 
@@ -216,23 +208,8 @@ __global__ void layernorm_gamma2_partials_kernel(const float* dy, const float* x
       acc += s * (double(ga[r * c + col]) - a_mean[r] - xhat * axhat_mean[r]) * double(dy[r * c + col]);
     }
   }
-  sp[ty][tx] = acc;
-  __syncthreads();
-  for (int k = kTileRows / 2; k > 0; k >>= 1) {
-    if (ty < k) sp[ty][tx] += sp[ty + k][tx];
-    __syncthreads();
-  }
-  if (ty == 0 && col < c) part[chunk * c + col] = sp[0][tx];
-}
-
-// Stage 2 for one output: part [chunks, c] -> out [c], summed in chunk order.
-__global__ void column_partials_finish_kernel(const double* part, float* out, std::int64_t chunks, std::int64_t c) {
-  for (std::int64_t col = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; col < c;
-       col += std::int64_t(gridDim.x) * blockDim.x) {
-    double v = 0.0;
-    for (std::int64_t k = 0; k < chunks; ++k) v += part[k * c + col];
-    out[col] = static_cast<float>(v);
-  }
+  acc = column_tile_sum(acc, sp);
+  if (ty == 0 && col < c) part[chunk * c + col] = acc;
 }
 
 // The fixed split of the rows for stage 1: chunks of 128 rows, at most 256 chunks.
@@ -288,9 +265,8 @@ cudaError_t launch_layernorm_backward(const float* dy, const float* x, const flo
   layernorm_param_partials_kernel<<<grid, dim3(kTileCols, kTileRows), 0, stream>>>(
       dy, x, mean, rstd, part_dgamma, part_dbeta, rows, c, rows_per_chunk);
   TG_RETURN_IF_LAUNCH_FAILED();
-  layernorm_param_finish_kernel<<<grid_for(c, 128), 128, 0, stream>>>(part_dgamma, part_dbeta, dgamma, dbeta, chunks,
-                                                                      c);
-  return cudaGetLastError();
+  TG_RETURN_IF_ERROR(launch_sum_chunk_partials(part_dgamma, dgamma, chunks, c, stream));
+  return launch_sum_chunk_partials(part_dbeta, dbeta, chunks, c, stream);
 }
 
 // Workspace: the per-row statistics (2 x rows doubles), then the stage-1 partials (chunks x c doubles).
@@ -321,8 +297,7 @@ cudaError_t launch_layernorm_double_backward(const float* dy, const float* x, co
   layernorm_gamma2_partials_kernel<<<grid, dim3(kTileCols, kTileRows), 0, stream>>>(
       dy, x, mean, rstd, ga, a_mean, axhat_mean, part, rows, c, rows_per_chunk);
   TG_RETURN_IF_LAUNCH_FAILED();
-  column_partials_finish_kernel<<<grid_for(c, 128), 128, 0, stream>>>(part, dgamma2, chunks, c);
-  return cudaGetLastError();
+  return launch_sum_chunk_partials(part, dgamma2, chunks, c, stream);
 }
 
 }  // namespace tg::cuda

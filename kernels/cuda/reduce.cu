@@ -48,7 +48,7 @@ __global__ void __launch_bounds__(kReduceThreads) reduce_dim_kernel(const float*
 // The split path, for few long columns (a bias gradient: [2560, 512] -> [512] is 16 column tiles,
 // which alone would keep 16 SMs busy): the rows are cut into `chunks` pieces fixed by the shapes
 // alone, block (tile, chunk) sums its piece of its tile's columns into a double partial
-// [chunks, outer, inner], and reduce_dim_finish_kernel adds the chunks in order.
+// [chunks, outer, inner], and chunk_partials_sum_kernel adds the chunks in order.
 constexpr int kSplitThreads = 256;
 constexpr std::int64_t kSplitTargetBlocks = 512;  // a few waves on any current GPU; a constant, so the order is one
 constexpr std::int64_t kSplitMinRows = 64;        // rows per chunk at least
@@ -98,8 +98,8 @@ __global__ void __launch_bounds__(kSplitThreads)
   if (threadIdx.y == 0 && i < inner) partials[(chunk * outer + o) * inner + i] = partial[threadIdx.x];
 }
 
-// out[o, i] = sum over chunks, in chunk order, of partials[chunk, o, i].
-__global__ void reduce_dim_finish_kernel(const double* partials, float* out, std::int64_t chunks, std::int64_t size) {
+// out[k] = sum over chunks, in chunk order, of partials[chunk, k]: stage 2 of every split column sum.
+__global__ void chunk_partials_sum_kernel(const double* partials, float* out, std::int64_t chunks, std::int64_t size) {
   for (std::int64_t k = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; k < size;
        k += std::int64_t(gridDim.x) * blockDim.x) {
     double acc = 0.0;
@@ -186,6 +186,13 @@ __global__ void __launch_bounds__(kCountThreads) count_equal_kernel(const std::i
 
 }  // namespace
 
+cudaError_t launch_sum_chunk_partials(const double* partials, float* out, std::int64_t chunks, std::int64_t size,
+                                      cudaStream_t stream) {
+  if (size <= 0) return cudaSuccess;
+  chunk_partials_sum_kernel<<<grid_for(size, 256), 256, 0, stream>>>(partials, out, chunks, size);
+  return cudaGetLastError();
+}
+
 std::size_t reduce_dim_workspace_bytes(std::int64_t outer, std::int64_t reduce, std::int64_t inner) {
   if (outer <= 0 || inner <= 0) return 0;
   const int tx = reduce_tile_width(inner);
@@ -220,9 +227,7 @@ cudaError_t launch_reduce_dim(ReduceCode op, const float* x, float* out, std::in
         break;
     }
     TG_RETURN_IF_LAUNCH_FAILED();
-    reduce_dim_finish_kernel<<<grid_for(outer * inner, 256), 256, 0, stream>>>(partials, out, split.chunks,
-                                                                                outer * inner);
-    return cudaGetLastError();
+    return launch_sum_chunk_partials(partials, out, split.chunks, outer * inner, stream);
   }
   // Few pairs over long columns (>= 2 chunks of kSplitMinRows rows) took the split path above.
   const dim3 block(tx, kReduceThreads / tx);
