@@ -433,6 +433,13 @@ TEST_CASE("transfer: every mismatch is a clear error naming the file and the ten
   c = good;  // another split of the same task: the weak model has seen the test examples
   c.seed = 3;
   fails(c, "with another split");
+  c = good;  // the weak model's split through --split-seed, another initialisation: allowed
+  c.seed = good.seed + 3;
+  c.split_seed = static_cast<std::int64_t>(good.seed);
+  CHECK_NOTHROW(Trainer(c));
+  c = good;  // the same run seed but another split seed
+  c.split_seed = static_cast<std::int64_t>(good.seed) + 3;
+  fails(c, "with another split (split seed");
   c = good;  // another train fraction: the test parts differ too
   c.train_fraction = good.train_fraction * 0.5;
   fails(c, "with another split");

@@ -59,6 +59,38 @@ TEST_CASE("the same seed gives bit-identical runs; another seed does not", "[tra
   CHECK(flat(c) != flat(a));
 }
 
+// --split-seed separates the split from the rest: seed 0 with split seed 2 has seed 2's train and test
+// examples, and seed 0's initial weights and batch stream; --split-seed S --seed S is the run --seed S.
+TEST_CASE("a split seed (--split-seed) varies the split alone", "[trainer][determinism]") {
+  const std::string dir = fresh_temp_dir("split_seed");
+  auto config = [&](std::uint64_t seed, std::int64_t split_seed, const std::string& name) {
+    TrainConfig c = tiny_run_config(dir + "/" + name);
+    c.seed = seed;
+    c.split_seed = split_seed;
+    return c;
+  };
+  const Trainer seed0(config(0, -1, "seed0")), seed2(config(2, -1, "seed2"));
+  const Trainer mixed(config(0, 2, "mixed"));
+  REQUIRE(seed0.split().test != seed2.split().test);
+  REQUIRE(flat(seed0) != flat(seed2));
+  CHECK(mixed.split().train == seed2.split().train);
+  CHECK(mixed.split().test == seed2.split().test);
+  CHECK(flat(mixed) == flat(seed0));
+
+  Trainer same(config(2, 2, "same")), plain(config(2, -1, "plain"));
+  same.run();
+  plain.run();
+  CHECK(flat(same) == flat(plain));
+  CHECK(nlohmann::json::parse(read_file(dir + "/same/config.json")).at("split_seed") == 2);
+  // Through the command line too.
+  const CliResult cli = run_tapegrok({"train", "--split-seed", "-5", "--run-dir", dir + "/cli"});
+  CHECK(cli.code != 0);
+  CHECK_THAT(cli.output, ContainsSubstring("--split-seed must be a seed (>= 0) or -1 (the run's --seed), got -5"));
+
+  TrainConfig bad = config(0, -2, "bad");
+  CHECK_THROWS_WITH(Trainer(bad), ContainsSubstring("--split-seed must be a seed (>= 0) or -1"));
+}
+
 TEST_CASE("resuming from a checkpoint reproduces the uninterrupted run bit for bit", "[trainer][checkpoint]") {
   const std::string dir = fresh_temp_dir("resume");
   struct Variant {
@@ -312,6 +344,10 @@ TEST_CASE("damaged or mismatched checkpoints give clear errors and change nothin
   seeded.seed = 5;
   Trainer(seeded).save_checkpoint(dir + "/seeded.safetensors");
   rejects(dir + "/seeded.safetensors", "seed");
+  TrainConfig resplit = c;  // the same run seed, another split
+  resplit.split_seed = 5;
+  Trainer(resplit).save_checkpoint(dir + "/resplit.safetensors");
+  rejects(dir + "/resplit.safetensors", "written with split seed = 5 but this run has 0");
   // A plain safetensors file that is not a run checkpoint.
   save_safetensors(dir + "/plain.safetensors", {{"x", Tensor::zeros({2}, DType::f32)}});
   rejects(dir + "/plain.safetensors", "metadata entry 'format' is missing");

@@ -12,6 +12,8 @@ void add_task_and_model_options(ConfigOptions& o) {
   o.add("--outer-fraction", &TrainConfig::outer_fraction,
         "fraction of all examples held out of the training part (NeuralGrok's outer set)");
   o.add("--seed", &TrainConfig::seed, "seed of the split, the initialisation and the batch order");
+  o.add("--split-seed", &TrainConfig::split_seed,
+        "seed of the train/test split alone (-1: --seed), to vary split and initialisation apart");
   o.add("--layers", &TrainConfig::layers, "Transformer layers");
   o.add("--width", &TrainConfig::width, "model width d");
   o.add("--heads", &TrainConfig::heads, "attention heads");

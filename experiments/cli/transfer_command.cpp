@@ -212,6 +212,7 @@ ExtraCommand register_transfer_command(CLI::App& app) {
   opt("--layout", s.layout, "pair (the two operands, as GrokTransfer) | sequence");
   opt("--train-fraction", s.train_fraction, "fraction of all examples used for training (both models)");
   opt("--seed", s.seed, "seed of the split, initialisations and batch orders (both models)");
+  opt("--split-seed", s.split_seed, "seed of the split alone (-1: --seed; both models)");
   opt("--device", s.device, "auto | cpu | cuda | cuda:N");
   opt("--dtype", s.dtype, "f32 | f64 (CPU only)");
   opt("--run-dir", cli->run.run_dir, "weak run in RUN/weak, target in RUN/target, summary in RUN/transfer.json");
@@ -278,6 +279,7 @@ ExtraCommand register_transfer_command(CLI::App& app) {
       m->layout = cli->shared.layout;
       m->train_fraction = cli->shared.train_fraction;
       m->seed = cli->shared.seed;
+      m->split_seed = cli->shared.split_seed;
       m->outer_fraction = cli->shared.outer_fraction;
       if (m->outer_fraction == 0.0 && run.target.method == "neuralgrok") m->outer_fraction = 0.01;
       m->device = cli->shared.device;

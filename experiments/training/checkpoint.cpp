@@ -150,6 +150,7 @@ void load_run_checkpoint(const std::string& path, const RunState& run) {
   same("train_fraction", saved.train_fraction, config.train_fraction);
   same("outer_fraction", saved.outer_fraction, config.outer_fraction);
   same("seed", saved.seed, config.seed);
+  same("split seed", saved.resolved_split_seed(), config.resolved_split_seed());
   same("optimizer", metadata_at(file, path, "optimizer"), std::string(run.optimizer.name()));
   same("batch_size", saved.batch_size, config.batch_size);
   // The architecture: heads and the block variant change the computation without changing any shape.

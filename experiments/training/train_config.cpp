@@ -66,13 +66,14 @@ void TrainConfig::validate() const {
   TG_CHECK(method != "neuralgrok" || outer_fraction > 0,
            "--method neuralgrok needs an outer set: set --outer-fraction (the paper uses 0.01)");
   TG_CHECK(!run_dir.empty(), "--run-dir must not be empty");
+  TG_CHECK(split_seed >= -1, "--split-seed must be a seed (>= 0) or -1 (the run's --seed), got {}", split_seed);
   (void)parse_task_layout(layout);
   (void)parse_block_variant(block);
   (void)parse_device(device);
 }
 
 #define TG_CONFIG_FIELDS(X)                                                                                 \
-  X(task) X(modulus) X(layout) X(train_fraction) X(outer_fraction) X(seed)                                      \
+  X(task) X(modulus) X(layout) X(train_fraction) X(outer_fraction) X(seed) X(split_seed)                                  \
   X(model) X(layers) X(width) X(heads) X(block) X(embed_dim) X(fnn_bias) X(embedding_rank)                      \
   X(init_embedding_from) X(transfer_init_scale) X(freeze_embedding_a)                                           \
   X(loss) X(method) X(grokfast_alpha) X(grokfast_lambda) X(grokfast_window) X(amp_hidden) X(amp_c) X(amp_lr)            \

@@ -17,6 +17,8 @@ struct TrainConfig {
   double train_fraction = 0.5;
   double outer_fraction = 0.0;  // held out of the training part (NeuralGrok's D_outer)
   std::uint64_t seed = 0;       // split, initialisation and batch order all derive from it
+  std::int64_t split_seed = -1; // >= 0: the split's own seed instead (-1: `seed`), to vary the split and
+                                // the initialisation apart
 
   // model
   std::string model = "transformer";  // transformer | fnn
@@ -68,6 +70,7 @@ struct TrainConfig {
   bool progress = true;               // a live progress line on a terminal
 
   std::int64_t resolved_modulus() const;
+  std::uint64_t resolved_split_seed() const { return split_seed >= 0 ? static_cast<std::uint64_t>(split_seed) : seed; }
   TransformerConfig model_config(std::int64_t vocab, std::int64_t seq_len) const;
   void validate() const;  // throws naming the first bad setting
 };

@@ -34,7 +34,8 @@ constexpr std::int64_t kEagerStepsPerShape = 1;
 // Most step statistics kept on the device between reads (12 bytes a step in f32).
 constexpr std::int64_t kMaxPendingSteps = 65536;
 
-// Independent random streams derived from the one run seed.
+// Independent random streams derived from the run seed (the split's from --split-seed when given, the
+// same stream of that seed, so --split-seed S --seed S is the run --seed S).
 std::uint64_t stream_seed(std::uint64_t seed, std::uint64_t stream) { return seed * 4 + stream; }
 
 }  // namespace
@@ -45,7 +46,7 @@ Trainer::Trainer(TrainConfig config, bool restoring) : config_(std::move(config)
   dtype_ = config_.dtype == "f64" ? DType::f64 : DType::f32;
   TG_CHECK(dtype_ == DType::f32 || device_.is_cpu(), "--dtype f64 runs on the CPU only (device {})", device_.str());
   data_ = make_dataset(config_.task, config_.resolved_modulus(), parse_task_layout(config_.layout));
-  split_ = split_dataset(data_.size(), config_.train_fraction, config_.outer_fraction, stream_seed(config_.seed, 0));
+  split_ = split_dataset(data_.size(), config_.train_fraction, config_.outer_fraction, stream_seed(config_.resolved_split_seed(), 0));
   model_ = make_model(config_, data_.vocab, data_.seq_len);
   params_ = ParameterTable(model_->parameter_specs(), dtype_, device_);
   Rng init_rng(stream_seed(config_.seed, 1));
