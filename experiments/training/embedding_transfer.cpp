@@ -39,9 +39,8 @@ void check_same_split(const SafetensorsFile& file, const TrainConfig& target) {
     const std::string layout = weak.value("layout", std::string("sequence"));
     if (task != target.task || layout != target.layout) return;  // another task: no shared examples to leak
     if ((modulus > 0 ? modulus : default_modulus(task)) != target.resolved_modulus()) return;
-    const auto run_seed = weak.value("seed", std::uint64_t{0});
-    const auto split_seed = weak.value("split_seed", std::int64_t{-1});
-    const std::uint64_t seed = split_seed >= 0 ? static_cast<std::uint64_t>(split_seed) : run_seed;
+    const std::uint64_t seed =
+        split_seed_of(weak.value("seed", std::uint64_t{0}), weak.value("split_seed", std::int64_t{-1}));
     const double train_fraction = weak.value("train_fraction", 0.0);
     const double outer_fraction = weak.value("outer_fraction", 0.0);
     // The test part depends only on the split seed and the train fraction (split_dataset carves the outer
@@ -51,8 +50,7 @@ void check_same_split(const SafetensorsFile& file, const TrainConfig& target) {
              "train fraction {}, outer fraction {}; this run: split seed {}, {}, {}), so it has seen this run's test "
              "examples; train the weak model with the same split seed and --train-fraction",
              file.path, task, target.resolved_modulus(), seed, train_fraction, outer_fraction,
-             target.resolved_split_seed(),
-             target.train_fraction, target.outer_fraction);
+             target.resolved_split_seed(), target.train_fraction, target.outer_fraction);
   } catch (const nlohmann::json::exception&) {
     return;  // a config we cannot read: no check
   }

@@ -73,7 +73,7 @@ void TrainConfig::validate() const {
 }
 
 #define TG_CONFIG_FIELDS(X)                                                                                 \
-  X(task) X(modulus) X(layout) X(train_fraction) X(outer_fraction) X(seed) X(split_seed)                                  \
+  X(task) X(modulus) X(layout) X(train_fraction) X(outer_fraction) X(seed) X(split_seed)                       \
   X(model) X(layers) X(width) X(heads) X(block) X(embed_dim) X(fnn_bias) X(embedding_rank)                      \
   X(init_embedding_from) X(transfer_init_scale) X(freeze_embedding_a)                                           \
   X(loss) X(method) X(grokfast_alpha) X(grokfast_lambda) X(grokfast_window) X(amp_hidden) X(amp_c) X(amp_lr)            \

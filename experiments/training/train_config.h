@@ -9,6 +9,11 @@
 
 namespace tg {
 
+// The seed a run's train/test split comes from: `split_seed` when >= 0, else the run seed.
+inline std::uint64_t split_seed_of(std::uint64_t seed, std::int64_t split_seed) {
+  return split_seed >= 0 ? static_cast<std::uint64_t>(split_seed) : seed;
+}
+
 struct TrainConfig {
   // task and data
   std::string task = "a+b";
@@ -70,7 +75,7 @@ struct TrainConfig {
   bool progress = true;               // a live progress line on a terminal
 
   std::int64_t resolved_modulus() const;
-  std::uint64_t resolved_split_seed() const { return split_seed >= 0 ? static_cast<std::uint64_t>(split_seed) : seed; }
+  std::uint64_t resolved_split_seed() const { return split_seed_of(seed, split_seed); }
   TransformerConfig model_config(std::int64_t vocab, std::int64_t seq_len) const;
   void validate() const;  // throws naming the first bad setting
 };

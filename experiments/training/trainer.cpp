@@ -46,7 +46,8 @@ Trainer::Trainer(TrainConfig config, bool restoring) : config_(std::move(config)
   dtype_ = config_.dtype == "f64" ? DType::f64 : DType::f32;
   TG_CHECK(dtype_ == DType::f32 || device_.is_cpu(), "--dtype f64 runs on the CPU only (device {})", device_.str());
   data_ = make_dataset(config_.task, config_.resolved_modulus(), parse_task_layout(config_.layout));
-  split_ = split_dataset(data_.size(), config_.train_fraction, config_.outer_fraction, stream_seed(config_.resolved_split_seed(), 0));
+  split_ = split_dataset(data_.size(), config_.train_fraction, config_.outer_fraction,
+                         stream_seed(config_.resolved_split_seed(), 0));
   model_ = make_model(config_, data_.vocab, data_.seq_len);
   params_ = ParameterTable(model_->parameter_specs(), dtype_, device_);
   Rng init_rng(stream_seed(config_.seed, 1));

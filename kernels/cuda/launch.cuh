@@ -92,9 +92,10 @@ cudaError_t launch_reduce_dim(ReduceCode op, const float* x, float* out, std::in
                               std::int64_t inner, void* workspace, std::size_t workspace_bytes,
                               cudaStream_t stream);
 // Stage 2 of a deterministic split column sum: partials [chunks, size] -> out [size], each entry the
-// sum of its column in chunk order (reduce_dim's split path and LayerNorm's parameter gradients).
+// sum of its column in chunk order (reduce_dim's split path and LayerNorm's parameter gradients); with
+// partials2 and out2, a second sum of the same shape in the same launch.
 cudaError_t launch_sum_chunk_partials(const double* partials, float* out, std::int64_t chunks, std::int64_t size,
-                                      cudaStream_t stream);
+                                      cudaStream_t stream, const double* partials2 = nullptr, float* out2 = nullptr);
 // x: [n] -> out: [1] (CUB DeviceReduce, double accumulator). Scratch of reduce_all_workspace_bytes(n).
 std::size_t reduce_all_workspace_bytes(std::int64_t n);
 cudaError_t launch_reduce_all(ReduceCode op, const float* x, float* out, std::int64_t n, void* workspace,

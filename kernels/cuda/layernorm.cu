@@ -265,8 +265,7 @@ cudaError_t launch_layernorm_backward(const float* dy, const float* x, const flo
   layernorm_param_partials_kernel<<<grid, dim3(kTileCols, kTileRows), 0, stream>>>(
       dy, x, mean, rstd, part_dgamma, part_dbeta, rows, c, rows_per_chunk);
   TG_RETURN_IF_LAUNCH_FAILED();
-  TG_RETURN_IF_ERROR(launch_sum_chunk_partials(part_dgamma, dgamma, chunks, c, stream));
-  return launch_sum_chunk_partials(part_dbeta, dbeta, chunks, c, stream);
+  return launch_sum_chunk_partials(part_dgamma, dgamma, chunks, c, stream, part_dbeta, dbeta);
 }
 
 // Workspace: the per-row statistics (2 x rows doubles), then the stage-1 partials (chunks x c doubles).

@@ -98,13 +98,20 @@ __global__ void __launch_bounds__(kSplitThreads)
   if (threadIdx.y == 0 && i < inner) partials[(chunk * outer + o) * inner + i] = partial[threadIdx.x];
 }
 
-// out[k] = sum over chunks, in chunk order, of partials[chunk, k]: stage 2 of every split column sum.
-__global__ void chunk_partials_sum_kernel(const double* partials, float* out, std::int64_t chunks, std::int64_t size) {
+// out[k] = sum over chunks, in chunk order, of partials[chunk, k], and the same for partials2 -> out2
+// when given (one launch for two sums of one shape): stage 2 of every split column sum.
+__global__ void chunk_partials_sum_kernel(const double* partials, float* out, const double* partials2, float* out2,
+                                          std::int64_t chunks, std::int64_t size) {
   for (std::int64_t k = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; k < size;
        k += std::int64_t(gridDim.x) * blockDim.x) {
     double acc = 0.0;
     for (std::int64_t c = 0; c < chunks; ++c) acc += partials[c * size + k];
     out[k] = static_cast<float>(acc);
+    if (out2 != nullptr) {
+      double acc2 = 0.0;
+      for (std::int64_t c = 0; c < chunks; ++c) acc2 += partials2[c * size + k];
+      out2[k] = static_cast<float>(acc2);
+    }
   }
 }
 
@@ -187,9 +194,9 @@ __global__ void __launch_bounds__(kCountThreads) count_equal_kernel(const std::i
 }  // namespace
 
 cudaError_t launch_sum_chunk_partials(const double* partials, float* out, std::int64_t chunks, std::int64_t size,
-                                      cudaStream_t stream) {
+                                      cudaStream_t stream, const double* partials2, float* out2) {
   if (size <= 0) return cudaSuccess;
-  chunk_partials_sum_kernel<<<grid_for(size, 256), 256, 0, stream>>>(partials, out, chunks, size);
+  chunk_partials_sum_kernel<<<grid_for(size, 256), 256, 0, stream>>>(partials, out, partials2, out2, chunks, size);
   return cudaGetLastError();
 }
 
